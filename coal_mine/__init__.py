@@ -1,0 +1,3 @@
+"""Coal Mine: a periodic task monitor (canaries, deadlines, email alerts)."""
+
+__version__ = "0.8.0"
