@@ -27,7 +27,10 @@ from datetime import UTC, datetime, tzinfo
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from coal_mine import __version__
+try:
+    from coal_mine import __version__
+except ImportError:  # e.g. a stale editable install that sees a namespace package
+    __version__ = "unknown"
 
 CONFIG_FILE = "~/.coal-mine.ini"
 SECTION = "coal-mine"
@@ -185,16 +188,10 @@ def _common_parser() -> argparse.ArgumentParser:
         default=s,
         help=f"server host name or URL base, e.g. https://host/prefix (default {DEFAULT_HOST})",
     )
-    conn.add_argument(
-        "--port", type=_argtype(_port, "port"), default=s, help="server port (default 80)"
-    )
+    conn.add_argument("--port", type=_argtype(_port, "port"), default=s, help="server port (default 80)")
     keys = conn.add_mutually_exclusive_group()
-    keys.add_argument(
-        "--auth-key", metavar="KEY", default=s, help="authentication key (sent as auth_key)"
-    )
-    keys.add_argument(
-        "--no-auth-key", action="store_true", default=s, help="send no authentication key"
-    )
+    keys.add_argument("--auth-key", metavar="KEY", default=s, help="authentication key (sent as auth_key)")
+    keys.add_argument("--no-auth-key", action="store_true", default=s, help="send no authentication key")
     conn.add_argument(
         "--timeout",
         metavar="SECONDS",
@@ -211,9 +208,7 @@ def _common_parser() -> argparse.ArgumentParser:
         ("json", "print the response as JSON"),
         ("human", "print a readable summary"),
     ):
-        out.add_argument(
-            f"--{name}", dest="format", action="store_const", const=name, default=s, help=text
-        )
+        out.add_argument(f"--{name}", dest="format", action="store_const", const=name, default=s, help=text)
     out.add_argument(
         "--tz",
         metavar="ZONE",
@@ -290,9 +285,7 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--slug", help="canary slug")
     p.add_argument("--periodicity", type=_periodicity, help="new periodicity or schedule")
     p.add_argument("--description", help="new description")
-    p.add_argument(
-        "--email", action="append", help='address to notify (repeatable); "-" clears the list'
-    )
+    p.add_argument("--email", action="append", help='address to notify (repeatable); "-" clears the list')
     _add_no_history(p)
 
     p = sub("get", "show a canary")
@@ -313,9 +306,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="only unpaused canaries",
     )
     group = p.add_mutually_exclusive_group()
-    group.add_argument(
-        "--late", dest="late", action="store_true", default=None, help="only late canaries"
-    )
+    group.add_argument("--late", dest="late", action="store_true", default=None, help="only late canaries")
     group.add_argument(
         "--no-late",
         dest="late",
@@ -443,9 +434,7 @@ def make_base_url(host: str, port: int | None) -> str:
     return f"{parts.scheme.lower()}://{netloc}{prefix}{API_PATH}"
 
 
-def resolve_settings(
-    args: argparse.Namespace, config: configparser.ConfigParser, path: str
-) -> Settings:
+def resolve_settings(args: argparse.Namespace, config: configparser.ConfigParser, path: str) -> Settings:
     """Combine command-line options, stored settings and defaults."""
     section = config[SECTION]
 
@@ -490,9 +479,7 @@ def resolve_settings(
             context = ssl.create_default_context(cafile=cacert)
         except (OSError, ssl.SSLError) as exc:
             code = EXIT_USAGE if cacert_cli else EXIT_CONFIG
-            raise CliError(
-                f"cannot load CA certificates from {cacert}: {_one_line(exc)}", code
-            ) from None
+            raise CliError(f"cannot load CA certificates from {cacert}: {_one_line(exc)}", code) from None
     return Settings(base_url, auth_key, timeout, context, fmt, tz)
 
 
@@ -542,9 +529,7 @@ def request_params(args: argparse.Namespace) -> list[tuple[str, str]]:
     return params
 
 
-def call(
-    settings: Settings, command: str, params: list[tuple[str, str]], send_key: bool = True
-) -> Any:
+def call(settings: Settings, command: str, params: list[tuple[str, str]], send_key: bool = True) -> Any:
     """Send one API request and return the decoded JSON answer."""
     params = list(params)
     if send_key and settings.auth_key:
@@ -658,7 +643,8 @@ def _table(rows: list[list[str]], indent: str = "") -> list[str]:
         return []
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     return [
-        indent + "  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows
+        indent + "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+        for row in rows
     ]
 
 
@@ -689,7 +675,7 @@ def human_canary(canary: dict[str, Any], tz: tzinfo | None) -> str:
         "periodicity_schedule",
     }
     fields += [(key, str(value)) for key, value in c.items() if key not in known]
-    width = max(len(label) for label, _ in fields) + 2
+    width = max(len(label) for label, _ in fields) + 3
     lines = [f"{label + ':':<{width}}{value}".rstrip() for label, value in fields]
     schedule = c.get("periodicity_schedule")
     if isinstance(schedule, list) and schedule:
