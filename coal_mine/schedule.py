@@ -23,9 +23,7 @@ MAX_PERIODICITY: float = 10 * 365 * 86400
 _UTC = UTC
 _DAY = 1440  # minutes per day
 _FIELD_NAMES = ("minute", "hour", "day-of-month", "month", "day-of-week")
-_MONTH_NAMES = frozenset(
-    ["jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"]
-)
+_MONTH_NAMES = frozenset(["jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"])
 _DAY_NAMES = frozenset(["sun", "mon", "tue", "wed", "thu", "fri", "sat"])
 # Longest month lengths; February counts 29 because every 8-year span has a leap day.
 _MONTH_DAYS = (0, 31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
@@ -93,8 +91,7 @@ class _Directive:
     def every_day(self) -> bool:
         """Whether the directive applies on every real day."""
         return all(
-            (self.months >> m) & 1 and self.days & _REAL_DAYS[m] == _REAL_DAYS[m]
-            for m in range(1, 13)
+            (self.months >> m) & 1 and self.days & _REAL_DAYS[m] == _REAL_DAYS[m] for m in range(1, 13)
         )
 
     def first_common_day(self, other: _Directive | None = None) -> tuple[int, int, int] | None:
@@ -202,9 +199,7 @@ def parse_schedule(text: str) -> Schedule:
     if not isinstance(text, str):
         raise ScheduleError("a schedule must be a string")
     if "\n" in text or "\r" in text:
-        raise ScheduleError(
-            "a schedule must be on one line: separate directives with ';', not newlines"
-        )
+        raise ScheduleError("a schedule must be on one line: separate directives with ';', not newlines")
     directives: list[_Directive] = []
     for part in text.split(";"):
         part = part.strip()
@@ -277,6 +272,7 @@ class Schedule:
         self._by_day: dict[tuple[int, int, int], tuple] = {}
         self._by_set: dict[int, tuple] = {}
         self._constant: float | None = None
+        self._uniform: bool | None = None
         if all(d.every_day() for d in directives):
             layout = self._layout(self._all)
             if len(layout) == 1 and layout[0][2] is not None:
@@ -325,6 +321,22 @@ class Schedule:
             layout = self._by_day[key] = self._layout(active)
         return layout
 
+    def _same_every_day(self, value: float | None) -> bool:
+        """Whether every real day is one whole-day run of `value` (worked out once)."""
+        if self._uniform is None:
+            self._uniform = self._months == 0b1111111111110 and all(
+                len(layout) == 1 and layout[0][2] == value
+                for layout in {
+                    self._day_layout(m, d, w)
+                    for m in range(1, 13)
+                    for d in range(1, _MONTH_DAYS[m] + 1)
+                    for w in range(7)
+                }
+            )
+            if self._uniform:
+                self._constant = value
+        return self._uniform
+
     def _pieces(self, ordinal: int) -> Iterator[tuple[int, int, float | None, int]]:
         """Day-layout runs from the start of day `ordinal` on, not yet merged."""
         d = date.fromordinal(ordinal)
@@ -364,7 +376,8 @@ class Schedule:
             elif value == cur[2]:
                 cur[1] = b
                 cur[3] |= bits
-                if b - cur[0] > _HORIZON:
+                length = b - cur[0]
+                if length > _HORIZON or (length > 62 * _DAY and self._same_every_day(value)):
                     yield cur[0], None, cur[2], cur[3]
                     return
             else:
@@ -439,6 +452,5 @@ class Schedule:
             if len(every) > len(week):
                 chosen = every
         return [
-            (_from_minute(a), _from_minute(b), "Inactive" if v is None else float(v))
-            for a, b, v in chosen
+            (_from_minute(a), _from_minute(b), "Inactive" if v is None else float(v)) for a, b, v in chosen
         ]
