@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import threading
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 
 def utc(dt: datetime) -> datetime:
     """Return `dt` as an aware UTC datetime (naive values are taken as UTC)."""
     if dt.tzinfo is None:
-        return dt.replace(tzinfo=timezone.utc)
-    return dt.astimezone(timezone.utc)
+        return dt.replace(tzinfo=UTC)
+    return dt.astimezone(UTC)
 
 
 def to_millis(dt: datetime) -> datetime:
@@ -22,14 +22,14 @@ class Clock:
     """Wall clock. Subclassed by FakeClock in tests."""
 
     def now(self) -> datetime:
-        return to_millis(datetime.now(timezone.utc))
+        return to_millis(datetime.now(UTC))
 
 
 class FakeClock(Clock):
     """A clock that only moves when told to; for tests."""
 
     def __init__(self, start: datetime | None = None) -> None:
-        self._now = to_millis(utc(start or datetime(2026, 1, 5, 12, 0, tzinfo=timezone.utc)))
+        self._now = to_millis(utc(start or datetime(2026, 1, 5, 12, 0, tzinfo=UTC)))
         self._lock = threading.Lock()
 
     def now(self) -> datetime:

@@ -1,0 +1,102 @@
+"""The storage interface. Stores keep data; they know nothing about the rules."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Iterator, Mapping
+from datetime import datetime
+from typing import Any
+
+from coal_mine.models import Canary, HistoryEntry, NewNotification, Notification, PrunePolicy
+
+# Fields a caller may put in `changes` or `expect`.
+CANARY_FIELDS = ("name", "slug", "periodicity", "description", "emails", "paused", "late", "deadline")
+
+
+class AbstractStore(ABC):
+    """Every store passes tests/store_contract.py.
+
+    `update` is the one write primitive for an existing canary: a conditional,
+    atomic change that can also append (and prune) history and record
+    notifications in the same write, so a state change and its notification
+    are never separated.
+    """
+
+    @abstractmethod
+    def create(self, canary: Canary) -> None:
+        """Insert a new canary (with its history). Raises AlreadyExistsError on id/slug clash."""
+
+    @abstractmethod
+    def get(self, canary_id: str, *, history: bool = True) -> Canary | None:
+        """The canary with this id, or None."""
+
+    @abstractmethod
+    def id_for_slug(self, slug: str) -> str | None:
+        """The id of the canary with this slug, or None."""
+
+    @abstractmethod
+    def update(
+        self,
+        canary_id: str,
+        changes: Mapping[str, Any],
+        *,
+        expect: Mapping[str, Any] | None = None,
+        history: HistoryEntry | None = None,
+        prune: PrunePolicy | None = None,
+        notifications: Iterable[NewNotification] = (),
+    ) -> bool:
+        """Atomically apply `changes` if every field in `expect` still has that value.
+
+        A `deadline` of None removes the deadline. Returns False (and writes
+        nothing) when the canary is gone or an expectation failed. Raises
+        AlreadyExistsError when a new slug clashes.
+        """
+
+    @abstractmethod
+    def delete(self, canary_id: str) -> bool:
+        """Remove the canary and its history; True if it existed. Pending notifications stay."""
+
+    @abstractmethod
+    def iter_canaries(
+        self, *, paused: bool | None = None, late: bool | None = None, history: bool = False
+    ) -> Iterator[Canary]:
+        """Canaries in creation order, optionally filtered, streamed rather than loaded at once."""
+
+    @abstractmethod
+    def earliest_deadline(self) -> datetime | None:
+        """The earliest deadline among unpaused canaries that are not late."""
+
+    @abstractmethod
+    def due_canaries(self, now: datetime, limit: int) -> list[Canary]:
+        """Unpaused, not-late canaries whose deadline is before `now`, earliest first (no history)."""
+
+    # --- notification outbox -------------------------------------------------
+
+    @abstractmethod
+    def claim_notification(self, now: datetime, owner: str, lease_until: datetime) -> Notification | None:
+        """Lease the oldest sendable notification: the oldest pending one of its canary,
+        due (`not_before` passed) and not leased by a live claimer. None if there is none."""
+
+    @abstractmethod
+    def complete_notification(self, notification: Notification, owner: str) -> None:
+        """Remove a notification once it was delivered (or needs no delivery)."""
+
+    @abstractmethod
+    def retry_notification(
+        self, notification: Notification, owner: str, not_before: datetime
+    ) -> None:
+        """Release the lease and count a failed attempt; try again from `not_before`."""
+
+    @abstractmethod
+    def next_notification_time(self) -> datetime | None:
+        """When the earliest pending notification may next be tried (None: nothing pending)."""
+
+    @abstractmethod
+    def pending_notifications(self) -> list[Notification]:
+        """All pending notifications, oldest first (for tests and operators)."""
+
+    def ensure_indexes(self) -> None:  # noqa: B027 - optional hook
+        """Create indexes; called by processes that do background work."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release connections."""

@@ -1,0 +1,283 @@
+"""The HTTP API as a WSGI application: routing, parameter parsing and JSON.
+
+It knows the business logic's operations and nothing about storage. Every
+exception is turned into a response in one place (`Api.__call__`).
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+import re
+import textwrap
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+from urllib.parse import parse_qs
+
+from coal_mine.business_logic import BusinessLogic
+from coal_mine.models import BadRequestError, Canary, CoalMineError
+
+log = logging.getLogger(__name__)
+
+URL_PREFIX = "/coal-mine/v1/canary/"
+_SHORT_TRIGGER = re.compile(r"/([a-z]{8})\Z")
+_NUMBER = re.compile(r"[\d.]+\Z")
+_JSON_HEADERS = [("Content-Type", "application/json; charset=utf-8")]
+_STREAM_CHUNK = 65536
+
+Query = dict[str, list[str]]
+StartResponse = Callable[..., Any]
+
+
+class HttpError(CoalMineError):
+    """An error that is about HTTP itself (path, authentication)."""
+
+    def __init__(self, status: str, message: str) -> None:
+        super().__init__(message)
+        self.http_status = status
+
+
+def canary_to_json(canary: Canary, schedule: list | None = None) -> dict[str, Any]:
+    """The API's JSON form of a canary (Coal Mine's field order; no deadline while paused)."""
+    data: dict[str, Any] = {
+        "id": canary.id,
+        "name": canary.name,
+        "slug": canary.slug,
+        "periodicity": canary.periodicity,
+        "description": canary.description,
+        "emails": canary.emails,
+        "paused": canary.paused,
+    }
+    if canary.history is not None:
+        data["history"] = [[ts.isoformat(), comment] for ts, comment in canary.history]
+    data["late"] = canary.late
+    if canary.deadline is not None:
+        data["deadline"] = canary.deadline.isoformat()
+    if schedule is not None:
+        data["periodicity_schedule"] = [
+            [start.isoformat(), end.isoformat(), value] for start, end, value in schedule
+        ]
+    return data
+
+
+def _dumps(data: Any) -> str:
+    # indent=4 keeps `"status": "ok"` greppable, as Coal Mine's README cron line expects.
+    return json.dumps(data, indent=4) + "\n"
+
+
+def parse_boolean(name: str, value: str) -> bool:
+    """Coal Mine's boolean words; anything else is a 400."""
+    lowered = value.lower()
+    if lowered in ("true", "yes", "1"):
+        return True
+    if lowered in ("false", "no", "0", ""):
+        return False
+    raise BadRequestError(f'Bad boolean value "{value}" for parameter "{name}"')
+
+
+def parse_periodicity(value: str) -> float | str:
+    """Digits and dots make a number of seconds; anything else is a schedule."""
+    if _NUMBER.match(value):
+        try:
+            return float(value)
+        except ValueError:
+            raise BadRequestError(f'Bad periodicity "{value}"') from None
+    return value
+
+
+class Request:
+    """The query parameters of one API call, consumed as the handler reads them."""
+
+    def __init__(self, query: Query) -> None:
+        self.query = query
+
+    def string(self, name: str) -> str | None:
+        values = self.query.get(name)
+        return values[-1] if values else None
+
+    def required(self, name: str) -> str:
+        value = self.string(name)
+        if value is None:
+            raise BadRequestError(f'Missing argument "{name}"')
+        return value
+
+    def boolean(self, name: str) -> bool | None:
+        value = self.string(name)
+        return None if value is None else parse_boolean(name, value)
+
+    def only(self, *allowed: str) -> None:
+        for name in self.query:
+            if name not in allowed:
+                raise BadRequestError(f'Unexpected argument "{name}"')
+
+
+class Api:
+    """The WSGI application. `auth_key`, if set, is required by every command but trigger."""
+
+    def __init__(self, logic: BusinessLogic, auth_key: str | None = None) -> None:
+        self.logic = logic
+        self.auth_key = auth_key
+        self.commands: dict[str, Callable[[Request], Any]] = {
+            "create": self.create,
+            "delete": self.delete,
+            "update": self.update,
+            "get": self.get,
+            "list": self.list,
+            "trigger": self.trigger,
+            "pause": self.pause,
+            "unpause": self.unpause,
+        }
+
+    # --- WSGI ------------------------------------------------------------------
+
+    def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        try:
+            command, query = self._route(environ)
+            self._authenticate(command, query)
+            result = self.commands[command](Request(query))
+        except CoalMineError as exc:
+            return self._error(start_response, exc.http_status, str(exc))
+        except Exception:
+            log.exception("Unexpected error serving %s", environ.get("PATH_INFO"))
+            return self._error(start_response, "500 Internal Server Error",
+                               "Internal server error; the details are in the server log")
+        start_response("200 OK", list(_JSON_HEADERS))
+        if isinstance(result, Iterator):
+            return result
+        return [_dumps(result).encode("utf-8")]
+
+    @staticmethod
+    def _error(start_response: StartResponse, status: str, message: str) -> list[bytes]:
+        start_response(status, list(_JSON_HEADERS))
+        return [_dumps({"status": "error", "error": message}).encode("utf-8")]
+
+    def _route(self, environ: dict[str, Any]) -> tuple[str, Query]:
+        path = environ.get("PATH_INFO", "")
+        query = self._parse_query(environ.get("QUERY_STRING", ""))
+        short = _SHORT_TRIGGER.match(path)
+        if short:
+            query.setdefault("id", []).append(short.group(1))
+            return "trigger", query
+        if path.startswith(URL_PREFIX) and path[len(URL_PREFIX):] in self.commands:
+            return path[len(URL_PREFIX):], query
+        raise HttpError("404 Not Found", f"404 Not Found: no such endpoint {path!r}")
+
+    @staticmethod
+    def _parse_query(raw: str) -> Query:
+        try:
+            # WSGI hands over the raw bytes as latin-1; the API speaks UTF-8.
+            text = raw.encode("latin-1").decode("utf-8")
+            # Blank values count as absent, as in Coal Mine.
+            return parse_qs(text, keep_blank_values=False, errors="strict")
+        except UnicodeError:
+            raise BadRequestError("Parameters must be valid UTF-8") from None
+        except ValueError as exc:
+            raise BadRequestError(f"Malformed query string: {exc}") from None
+
+    def _authenticate(self, command: str, query: Query) -> None:
+        given = query.pop("auth_key", [None])[-1]
+        if not self.auth_key or command == "trigger":
+            return  # a key sent where none is needed is ignored
+        if given is None or not hmac.compare_digest(given.encode(), self.auth_key.encode()):
+            raise HttpError("401 Unauthorized", "401 Unauthorized: missing or wrong auth_key")
+
+    # --- commands ----------------------------------------------------------------
+
+    def _identify(self, request: Request, name_ok: bool = True) -> str:
+        identifier, slug = request.string("id"), request.string("slug")
+        name = request.string("name") if name_ok else None
+        if identifier:
+            return self.logic.find_identifier(identifier=identifier)
+        if slug:
+            return self.logic.find_identifier(slug=slug)
+        if name:
+            return self.logic.find_identifier(name=name)
+        raise BadRequestError("Must specify id, slug, or name" if name_ok else "Must specify id or slug")
+
+    def _canary_response(self, canary: Canary) -> dict[str, Any]:
+        return {"status": "ok",
+                "canary": canary_to_json(canary, self.logic.periodicity_schedule(canary))}
+
+    def create(self, request: Request) -> dict[str, Any]:
+        name = request.required("name")
+        periodicity = parse_periodicity(request.required("periodicity"))
+        paused = request.boolean("paused")
+        request.only("name", "periodicity", "description", "email", "paused")
+        canary = self.logic.create(name, periodicity, request.string("description") or "",
+                                   request.query.get("email", []), bool(paused))
+        return self._canary_response(canary)
+
+    def delete(self, request: Request) -> dict[str, Any]:
+        request.only("id", "name", "slug")
+        self.logic.delete(self._identify(request))
+        return {"status": "ok"}
+
+    def update(self, request: Request) -> dict[str, Any]:
+        request.only("id", "name", "slug", "periodicity", "description", "email")
+        periodicity = request.string("periodicity")
+        emails = request.query.get("email")
+        if emails == ["-"]:
+            emails = []
+        canary = self.logic.update(
+            self._identify(request, name_ok=False),
+            name=request.string("name"),
+            periodicity=parse_periodicity(periodicity) if periodicity is not None else None,
+            description=request.string("description"),
+            emails=emails,
+        )
+        return self._canary_response(canary)
+
+    def get(self, request: Request) -> dict[str, Any]:
+        request.only("id", "name", "slug")
+        return self._canary_response(self.logic.get(self._identify(request)))
+
+    def list(self, request: Request) -> Iterator[bytes]:
+        verbose, paused, late = (request.boolean(n) for n in ("verbose", "paused", "late"))
+        request.only("verbose", "paused", "late", "search")
+        canaries = self.logic.list(verbose=bool(verbose), paused=paused, late=late,
+                                   search=request.string("search"))
+        first = next(canaries, None)  # errors surface before the 200 is sent
+        return self._stream_list(first, canaries, bool(verbose))
+
+    @staticmethod
+    def _stream_list(first: Canary | None, rest: Iterator[Canary], verbose: bool) -> Iterator[bytes]:
+        """`{"status": "ok", "canaries": [...]}` exactly as json.dumps(indent=4) writes it,
+        produced a piece at a time so a list of any size needs little memory."""
+        if first is None:
+            yield _dumps({"status": "ok", "canaries": []}).encode("utf-8")
+            return
+        head = '{\n    "status": "ok",\n    "canaries": [\n'
+        pieces, size = [head], len(head)
+        canary: Canary | None = first
+        while canary is not None:
+            data = canary_to_json(canary) if verbose else {"name": canary.name, "id": canary.id}
+            piece = textwrap.indent(json.dumps(data, indent=4), " " * 8)
+            canary = next(rest, None)
+            piece += ",\n" if canary is not None else "\n"
+            pieces.append(piece)
+            size += len(piece)
+            if size >= _STREAM_CHUNK:
+                yield "".join(pieces).encode("utf-8")
+                pieces, size = [], 0
+        pieces.append("    ]\n}\n")
+        yield "".join(pieces).encode("utf-8")
+
+    def trigger(self, request: Request) -> dict[str, Any]:
+        request.only("id", "name", "slug", "comment", "m")
+        comment = request.string("comment")
+        if comment is None:
+            comment = request.string("m") or ""
+        recovered, unpaused = self.logic.trigger(self._identify(request), comment)
+        return {"status": "ok", "recovered": recovered, "unpaused": unpaused}
+
+    def pause(self, request: Request) -> dict[str, Any]:
+        request.only("id", "name", "slug", "comment")
+        canary = self.logic.pause(self._identify(request), request.string("comment") or "")
+        return self._canary_response(canary)
+
+    def unpause(self, request: Request) -> dict[str, Any]:
+        request.only("id", "name", "slug", "comment")
+        canary = self.logic.unpause(self._identify(request), request.string("comment") or "")
+        return self._canary_response(canary)
+

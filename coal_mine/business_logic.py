@@ -1,0 +1,344 @@
+"""Canary operations: the only place where Coal Mine's rules live."""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+import secrets
+import string
+from collections.abc import Callable, Iterator
+from datetime import datetime, timedelta
+from typing import Any
+
+from coal_mine.abstract_store import AbstractStore
+from coal_mine.clock import Clock, to_millis
+from coal_mine.models import (
+    AlreadyExistsError,
+    BadRequestError,
+    Canary,
+    CanaryNotFoundError,
+    HistoryEntry,
+    NewNotification,
+    PrunePolicy,
+    StoreUnavailableError,
+)
+from coal_mine.schedule import MAX_PERIODICITY, ScheduleError, parse_schedule
+
+log = logging.getLogger(__name__)
+
+HISTORY_MAX_ENTRIES = 1000
+HISTORY_MIN_ENTRIES = 100
+HISTORY_MAX_AGE = timedelta(days=7)
+NOTIFICATION_HISTORY_ENTRIES = 15
+_ID_ALPHABET = string.ascii_lowercase
+_CONFLICT_RETRIES = 50
+
+
+def slugify(name: str) -> str:
+    """The slug of a name: lower case, separators folded to one '-', the rest dropped."""
+    return re.sub(r"[^-\w]", "", re.sub(r"[-\s_]+", "-", name.lower()))
+
+
+def history_comment(action: str, comment: str) -> str:
+    """'Triggered' or 'Triggered (comment)', as Coal Mine writes them."""
+    return f"{action} ({comment})" if comment else action
+
+
+def _iso(dt: datetime | None) -> str | None:
+    return dt.isoformat() if dt else None
+
+
+class BusinessLogic:
+    """Create, change and watch canaries on top of any store.
+
+    `on_change` is called after every successful write, so that a watcher in
+    this process can re-plan at once.
+    """
+
+    def __init__(
+        self,
+        store: AbstractStore,
+        clock: Clock | None = None,
+        on_change: Callable[[], None] | None = None,
+    ) -> None:
+        self.store = store
+        self.clock = clock or Clock()
+        self.on_change = on_change or (lambda: None)
+
+    # --- validation ---------------------------------------------------------------
+
+    @staticmethod
+    def check_periodicity(periodicity: float | str) -> float | str:
+        """Return a valid periodicity (a number of seconds or a schedule string) or raise 400."""
+        if isinstance(periodicity, str):
+            try:
+                parse_schedule(periodicity)
+            except ScheduleError as exc:
+                raise BadRequestError(f"Invalid periodicity schedule: {exc}") from exc
+            return periodicity
+        value = float(periodicity)
+        if not math.isfinite(value) or value <= 0:
+            raise BadRequestError("Periodicity must be a positive number of seconds")
+        if value > MAX_PERIODICITY:
+            raise BadRequestError(f"Periodicity must be at most {MAX_PERIODICITY:.0f} seconds")
+        return value
+
+    @staticmethod
+    def _check_name(name: str) -> str:
+        if not name:
+            raise BadRequestError("Name must not be empty")
+        return name
+
+    # --- rules --------------------------------------------------------------------
+
+    @staticmethod
+    def deadline_after(periodicity: float | str, when: datetime) -> datetime:
+        """When a canary with this periodicity, last heard of at `when`, is due next."""
+        if isinstance(periodicity, str):
+            return to_millis(parse_schedule(periodicity).deadline(when))
+        return to_millis(when + timedelta(seconds=periodicity))
+
+    def _prune_policy(self, now: datetime) -> PrunePolicy:
+        return PrunePolicy(HISTORY_MAX_ENTRIES, HISTORY_MIN_ENTRIES, now - HISTORY_MAX_AGE)
+
+    @staticmethod
+    def _notification(kind: str, canary: Canary, now: datetime, deadline: datetime | None,
+                      history: list[HistoryEntry]) -> NewNotification:
+        payload: dict[str, Any] = {
+            "id": canary.id,
+            "name": canary.name,
+            "emails": list(canary.emails),
+            "when": _iso(now),
+            "deadline": _iso(deadline),
+            "history": [[_iso(ts), comment] for ts, comment in history[:NOTIFICATION_HISTORY_ENTRIES]],
+        }
+        return NewNotification(kind=kind, created=now, payload=payload)
+
+    def _notifications_for(self, kind: str, canary: Canary, now: datetime, deadline: datetime | None,
+                           history: list[HistoryEntry]) -> list[NewNotification]:
+        state = "late" if kind == "late" else "reporting again"
+        log.info("Canary %s (%s) is %s", canary.id, canary.name, state)
+        if not canary.emails:
+            log.info("Canary %s has no email addresses: no %s message to send", canary.id, kind)
+            return []
+        return [self._notification(kind, canary, now, deadline, history)]
+
+    def _require(self, canary_id: str, *, history: bool = False) -> Canary:
+        canary = self.store.get(canary_id, history=history)
+        if canary is None:
+            raise CanaryNotFoundError("Canary Not Found")
+        return canary
+
+    @staticmethod
+    def _expect(canary: Canary) -> dict[str, Any]:
+        return {"late": canary.late, "paused": canary.paused, "deadline": canary.deadline}
+
+    def _retry(self, attempt: Callable[[], Any]) -> Any:
+        """Run an optimistic read-then-conditional-write until no one else wrote in between."""
+        for _ in range(_CONFLICT_RETRIES):
+            result = attempt()
+            if result is not None:
+                self.on_change()
+                return result
+        raise StoreUnavailableError("The canary is changing too fast; try again")
+
+    # --- operations -----------------------------------------------------------------
+
+    def find_identifier(self, name: str | None = None, slug: str | None = None,
+                        identifier: str | None = None) -> str:
+        """The id of the canary named by id, else slug, else name."""
+        if identifier:
+            if self.store.get(identifier, history=False) is None:
+                raise CanaryNotFoundError("Canary Not Found")
+            return identifier
+        if not slug and name:
+            slug = slugify(name)
+        found = self.store.id_for_slug(slug) if slug is not None else None
+        if found is None:
+            raise CanaryNotFoundError("Canary Not Found")
+        return found
+
+    def create(self, name: str, periodicity: float | str, description: str = "",
+               emails: list[str] | None = None, paused: bool = False) -> Canary:
+        """Add a canary; its deadline starts now unless it is created paused."""
+        name = self._check_name(name)
+        periodicity = self.check_periodicity(periodicity)
+        slug = slugify(name)
+        if self.store.id_for_slug(slug) is not None:
+            raise AlreadyExistsError("slug", slug)
+        now = self.clock.now()
+        for _ in range(_CONFLICT_RETRIES):
+            canary = Canary(
+                id="".join(secrets.choice(_ID_ALPHABET) for _ in range(8)),
+                name=name,
+                slug=slug,
+                periodicity=periodicity,
+                description=description or "",
+                emails=list(emails or []),
+                paused=bool(paused),
+                late=False,
+                deadline=None if paused else self.deadline_after(periodicity, now),
+                history=[(now, "Canary created")],
+            )
+            try:
+                self.store.create(canary)
+            except AlreadyExistsError as exc:
+                if exc.field_name == "id":
+                    continue
+                raise
+            log.info("Created canary %s (%s)", canary.id, name)
+            self.on_change()
+            return canary
+        raise StoreUnavailableError("Could not find a free canary id")
+
+    def get(self, canary_id: str) -> Canary:
+        return self._require(canary_id, history=True)
+
+    def delete(self, canary_id: str) -> None:
+        if not self.store.delete(canary_id):
+            raise CanaryNotFoundError("Canary Not Found")
+        log.info("Deleted canary %s", canary_id)
+        self.on_change()
+
+    def update(self, canary_id: str, name: str | None = None, periodicity: float | str | None = None,
+               description: str | None = None, emails: list[str] | None = None) -> Canary:
+        """Change the given attributes; a new periodicity moves the deadline (and maybe lateness)."""
+        if name is not None:
+            self._check_name(name)
+        if periodicity is not None:
+            periodicity = self.check_periodicity(periodicity)
+
+        def attempt() -> Canary | None:
+            canary = self._require(canary_id, history=True)
+            changes: dict[str, Any] = {}
+            if name is not None and name != canary.name:
+                changes["name"] = name
+                if slugify(name) != canary.slug:
+                    changes["slug"] = slugify(name)
+            if description is not None and description != canary.description:
+                changes["description"] = description
+            if emails is not None and list(emails) != canary.emails:
+                changes["emails"] = list(emails)
+            notifications: list[NewNotification] = []
+            if periodicity is not None and periodicity != canary.periodicity:
+                changes["periodicity"] = periodicity
+                if not canary.paused:
+                    now = self.clock.now()
+                    last = canary.history[0][0] if canary.history else now
+                    deadline = self.deadline_after(periodicity, last)
+                    changes["deadline"] = deadline
+                    late = deadline < now
+                    if late != canary.late:
+                        changes["late"] = late
+                        updated = Canary(**{**canary.__dict__, **changes})
+                        notifications = self._notifications_for(
+                            "late" if late else "resumed", updated, now, deadline, canary.history)
+            if not changes:
+                raise BadRequestError("No updates specified")
+            if not self.store.update(canary_id, changes, expect=self._expect(canary),
+                                     notifications=notifications):
+                return None
+            for key, value in changes.items():
+                setattr(canary, key, value)
+            return canary
+
+        return self._retry(attempt)
+
+    def trigger(self, canary_id: str, comment: str = "") -> tuple[bool, bool]:
+        """Record a run: new deadline, not late, not paused. Returns (recovered, unpaused)."""
+
+        def attempt() -> tuple[bool, bool] | None:
+            canary = self._require(canary_id)
+            now = self.clock.now()
+            deadline = self.deadline_after(canary.periodicity, now)
+            entry = (now, history_comment("Triggered", comment))
+            notifications: list[NewNotification] = []
+            if canary.late:
+                recent = [entry] + (self.store.get(canary_id).history or [])  # type: ignore[union-attr]
+                notifications = self._notifications_for("resumed", canary, now, deadline, recent)
+            ok = self.store.update(
+                canary_id,
+                {"late": False, "paused": False, "deadline": deadline},
+                expect=self._expect(canary),
+                history=entry,
+                prune=self._prune_policy(now),
+                notifications=notifications,
+            )
+            return (canary.late, canary.paused) if ok else None
+
+        return self._retry(attempt)
+
+    def pause(self, canary_id: str, comment: str = "") -> Canary:
+        """Stop watching the canary; its late flag stays as it is."""
+
+        def attempt() -> Canary | None:
+            canary = self._require(canary_id)
+            if canary.paused:
+                raise BadRequestError("Canary is already paused")
+            now = self.clock.now()
+            ok = self.store.update(
+                canary_id, {"paused": True, "deadline": None}, expect=self._expect(canary),
+                history=(now, history_comment("Paused", comment)), prune=self._prune_policy(now))
+            return self._require(canary_id, history=True) if ok else None
+
+        return self._retry(attempt)
+
+    def unpause(self, canary_id: str, comment: str = "") -> Canary:
+        """Watch the canary again, with a fresh deadline from now."""
+
+        def attempt() -> Canary | None:
+            canary = self._require(canary_id)
+            if not canary.paused:
+                raise BadRequestError("Canary is not paused")
+            now = self.clock.now()
+            ok = self.store.update(
+                canary_id,
+                {"paused": False, "deadline": self.deadline_after(canary.periodicity, now)},
+                expect=self._expect(canary),
+                history=(now, history_comment("Unpaused", comment)), prune=self._prune_policy(now))
+            return self._require(canary_id, history=True) if ok else None
+
+        return self._retry(attempt)
+
+    def list(self, verbose: bool = False, paused: bool | None = None, late: bool | None = None,
+             search: str | None = None) -> Iterator[Canary]:
+        """Canaries in creation order; `search` is a regular expression over name, slug, id, emails."""
+        matcher = None
+        if search:
+            try:
+                matcher = re.compile(search)
+            except (re.error, RecursionError, OverflowError) as exc:
+                raise BadRequestError(f"Invalid search regular expression: {exc}") from exc
+        canaries = self.store.iter_canaries(paused=paused, late=late, history=verbose)
+        if matcher is None:
+            return canaries
+        return (c for c in canaries if any(
+            matcher.search(text) for text in (c.name, c.slug, c.id, *c.emails)))
+
+    def periodicity_schedule(self, canary: Canary) -> list[tuple[datetime, datetime, float | str]] | None:
+        """How a schedule periodicity plays out from now; None for a plain number."""
+        if not isinstance(canary.periodicity, str):
+            return None
+        return parse_schedule(canary.periodicity).ranges(self.clock.now())
+
+    # --- deadline watching ----------------------------------------------------------------
+
+    def mark_late(self, canary: Canary) -> bool:
+        """Mark a due canary late (and record its notification), unless it changed since read.
+
+        The write is conditional on the deadline and flags the watcher saw, so a
+        trigger that lands in between wins and no false alarm is recorded.
+        """
+        now = self.clock.now()
+        if canary.paused or canary.late or canary.deadline is None or not canary.deadline < now:
+            return False
+        full = self.store.get(canary.id, history=True)
+        if full is None or self._expect(full) != self._expect(canary):
+            return False
+        notifications = self._notifications_for("late", full, now, full.deadline, full.history or [])
+        ok = self.store.update(canary.id, {"late": True}, expect=self._expect(canary),
+                               notifications=notifications)
+        if ok:
+            self.on_change()
+        return ok

@@ -1,0 +1,194 @@
+"""In-memory store: the reference implementation of the store contract, for tests."""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import threading
+from collections.abc import Iterable, Iterator, Mapping
+from datetime import datetime
+from typing import Any
+
+from coal_mine.abstract_store import CANARY_FIELDS, AbstractStore
+from coal_mine.models import (
+    AlreadyExistsError,
+    Canary,
+    HistoryEntry,
+    NewNotification,
+    Notification,
+    PrunePolicy,
+)
+
+
+def prune_history(history: list[HistoryEntry], policy: PrunePolicy) -> None:
+    """Drop the oldest entries (history is newest first) as `policy` says."""
+    while len(history) > policy.max_entries or (
+        len(history) > policy.min_entries and history[-1][0] < policy.older_than
+    ):
+        history.pop()
+
+
+class MemoryStore(AbstractStore):
+    """Keeps everything in dictionaries behind one lock."""
+
+    def __init__(self) -> None:
+        self._lock = threading.RLock()
+        self._canaries: dict[str, Canary] = {}
+        self._notifications: dict[int, Notification] = {}
+        self._leases: dict[int, tuple[str, datetime]] = {}
+        self._ids = itertools.count(1)
+
+    def create(self, canary: Canary) -> None:
+        with self._lock:
+            if canary.id in self._canaries:
+                raise AlreadyExistsError("id", canary.id)
+            if self._slug_owner(canary.slug) is not None:
+                raise AlreadyExistsError("slug", canary.slug)
+            stored = copy.deepcopy(canary)
+            stored.history = list(stored.history or [])
+            self._canaries[canary.id] = stored
+
+    def _slug_owner(self, slug: str) -> str | None:
+        for canary in self._canaries.values():
+            if canary.slug == slug:
+                return canary.id
+        return None
+
+    def get(self, canary_id: str, *, history: bool = True) -> Canary | None:
+        with self._lock:
+            canary = self._canaries.get(canary_id)
+            return self._copy(canary, history) if canary else None
+
+    @staticmethod
+    def _copy(canary: Canary, history: bool) -> Canary:
+        result = copy.copy(canary)
+        result.emails = list(canary.emails)
+        result.history = list(canary.history or []) if history else None
+        return result
+
+    def id_for_slug(self, slug: str) -> str | None:
+        with self._lock:
+            return self._slug_owner(slug)
+
+    def update(
+        self,
+        canary_id: str,
+        changes: Mapping[str, Any],
+        *,
+        expect: Mapping[str, Any] | None = None,
+        history: HistoryEntry | None = None,
+        prune: PrunePolicy | None = None,
+        notifications: Iterable[NewNotification] = (),
+    ) -> bool:
+        with self._lock:
+            canary = self._canaries.get(canary_id)
+            if canary is None:
+                return False
+            for name, value in (expect or {}).items():
+                if getattr(canary, name) != value:
+                    return False
+            if "slug" in changes:
+                owner = self._slug_owner(changes["slug"])
+                if owner not in (None, canary_id):
+                    raise AlreadyExistsError("slug", changes["slug"])
+            for name, value in changes.items():
+                if name not in CANARY_FIELDS:
+                    raise ValueError(f"unknown canary field {name}")
+                setattr(canary, name, list(value) if name == "emails" else value)
+            if history is not None:
+                canary.history.insert(0, history)
+                if prune is not None:
+                    prune_history(canary.history, prune)
+            for new in notifications:
+                nid = next(self._ids)
+                self._notifications[nid] = Notification(
+                    id=nid,
+                    canary_id=canary_id,
+                    kind=new.kind,
+                    created=new.created,
+                    payload=copy.deepcopy(new.payload),
+                    not_before=new.created,
+                )
+            return True
+
+    def delete(self, canary_id: str) -> bool:
+        with self._lock:
+            return self._canaries.pop(canary_id, None) is not None
+
+    def iter_canaries(
+        self, *, paused: bool | None = None, late: bool | None = None, history: bool = False
+    ) -> Iterator[Canary]:
+        with self._lock:
+            snapshot = [
+                self._copy(c, history)
+                for c in self._canaries.values()
+                if (paused is None or c.paused == paused) and (late is None or c.late == late)
+            ]
+        return iter(snapshot)
+
+    def _watched(self) -> list[Canary]:
+        return [c for c in self._canaries.values() if not c.paused and not c.late and c.deadline]
+
+    def earliest_deadline(self) -> datetime | None:
+        with self._lock:
+            return min((c.deadline for c in self._watched()), default=None)
+
+    def due_canaries(self, now: datetime, limit: int) -> list[Canary]:
+        with self._lock:
+            due = sorted((c for c in self._watched() if c.deadline < now), key=lambda c: c.deadline)
+            return [self._copy(c, False) for c in due[:limit]]
+
+    def _sendable(self, now: datetime) -> list[Notification]:
+        heads: dict[str, Notification] = {}
+        for nid in sorted(self._notifications):
+            note = self._notifications[nid]
+            heads.setdefault(note.canary_id, note)
+        result = []
+        for note in heads.values():
+            lease = self._leases.get(note.id)
+            if note.not_before <= now and (lease is None or lease[1] <= now):
+                result.append(note)
+        return sorted(result, key=lambda n: n.id)
+
+    def claim_notification(self, now: datetime, owner: str, lease_until: datetime) -> Notification | None:
+        with self._lock:
+            sendable = self._sendable(now)
+            if not sendable:
+                return None
+            note = sendable[0]
+            self._leases[note.id] = (owner, lease_until)
+            return copy.deepcopy(note)
+
+    def _holds_lease(self, note: Notification, owner: str) -> bool:
+        lease = self._leases.get(note.id)
+        return lease is not None and lease[0] == owner
+
+    def complete_notification(self, notification: Notification, owner: str) -> None:
+        with self._lock:
+            if self._holds_lease(notification, owner):
+                self._notifications.pop(notification.id, None)
+                self._leases.pop(notification.id, None)
+
+    def retry_notification(self, notification: Notification, owner: str, not_before: datetime) -> None:
+        with self._lock:
+            stored = self._notifications.get(notification.id)
+            if stored is not None and self._holds_lease(notification, owner):
+                stored.attempts += 1
+                stored.not_before = not_before
+                self._leases.pop(notification.id, None)
+
+    def next_notification_time(self) -> datetime | None:
+        with self._lock:
+            heads: dict[str, Notification] = {}
+            for nid in sorted(self._notifications):
+                note = self._notifications[nid]
+                heads.setdefault(note.canary_id, note)
+            times = []
+            for note in heads.values():
+                lease = self._leases.get(note.id)
+                times.append(max(note.not_before, lease[1]) if lease else note.not_before)
+            return min(times, default=None)
+
+    def pending_notifications(self) -> list[Notification]:
+        with self._lock:
+            return [copy.deepcopy(self._notifications[k]) for k in sorted(self._notifications)]

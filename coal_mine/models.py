@@ -1,0 +1,91 @@
+"""Plain data carried between the layers: canaries, notifications, errors."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+HistoryEntry = tuple[datetime, str]
+
+
+@dataclass
+class Canary:
+    """One monitored task. `history` is newest first; None when not loaded."""
+
+    id: str
+    name: str
+    slug: str
+    periodicity: float | str
+    description: str = ""
+    emails: list[str] = field(default_factory=list)
+    paused: bool = False
+    late: bool = False
+    deadline: datetime | None = None
+    history: list[HistoryEntry] | None = None
+
+
+@dataclass
+class Notification:
+    """A pending late/resumed message, recorded with the state change that caused it.
+
+    `payload` is a snapshot taken at that moment (name, emails, deadline, recent
+    history), so the message can be sent even if the canary changes or goes away.
+    """
+
+    id: Any
+    canary_id: str
+    kind: str  # "late" or "resumed"
+    created: datetime
+    payload: dict[str, Any]
+    attempts: int = 0
+    not_before: datetime | None = None
+
+
+@dataclass(frozen=True)
+class NewNotification:
+    """A notification to record as part of a store update."""
+
+    kind: str
+    created: datetime
+    payload: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class PrunePolicy:
+    """How much history to keep after a new entry (the rule lives in business logic)."""
+
+    max_entries: int
+    min_entries: int
+    older_than: datetime  # entries older than this go while more than min_entries remain
+
+
+class CoalMineError(Exception):
+    """Base class of the errors that map to an HTTP status."""
+
+    http_status = "400 Bad Request"
+
+
+class BadRequestError(CoalMineError):
+    """The request is malformed or asks for something impossible (400)."""
+
+
+class CanaryNotFoundError(CoalMineError):
+    """No canary matches the identifier (404)."""
+
+    http_status = "404 Not Found"
+
+
+class AlreadyExistsError(CoalMineError):
+    """A unique field (id or slug) would be duplicated."""
+
+    def __init__(self, field_name: str, value: str) -> None:
+        super().__init__(f"A canary with {field_name} \"{value}\" already exists")
+        self.field_name = field_name
+        self.value = value
+
+
+class StoreUnavailableError(CoalMineError):
+    """The database cannot be reached right now (503)."""
+
+    http_status = "503 Service Unavailable"

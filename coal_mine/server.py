@@ -1,0 +1,144 @@
+"""The `coal-mine` server process: configuration, store, web and background work."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import logging.handlers
+import os
+import signal
+import sys
+import threading
+from collections.abc import Callable, Sequence
+
+from coal_mine.abstract_store import AbstractStore
+from coal_mine.api import Api
+from coal_mine.business_logic import BusinessLogic
+from coal_mine.clock import Clock
+from coal_mine.config import Config, ConfigError, LoggingConfig, MongoConfig, load_config
+from coal_mine.http_server import PooledWSGIServer
+from coal_mine.models import CoalMineError
+
+log = logging.getLogger("coal_mine")
+
+
+def open_store(config: Config) -> AbstractStore:
+    """Open the configured store (SQLite unless MongoDB is configured)."""
+    if isinstance(config.store, MongoConfig):
+        raise ConfigError("[mongodb] / MONGODB_URI: the MongoDB store is not available in this build")
+    from coal_mine.sqlite_store import SQLiteStore
+
+    path = os.path.abspath(config.store.path)
+    try:
+        store = SQLiteStore(path, synchronous=config.store.synchronous)
+    except CoalMineError as exc:
+        raise ConfigError(f"[sqlite] path: {exc}") from None
+    log.info("Using SQLite database %s", path)
+    return store
+
+
+def setup_logging(config: LoggingConfig) -> None:
+    """Log to the configured file (optionally rotated), else to stderr."""
+    handler: logging.Handler
+    if config.file and config.rotate:
+        handler = logging.handlers.RotatingFileHandler(
+            config.file, maxBytes=config.max_size, backupCount=config.backup_count)
+    elif config.file:
+        handler = logging.FileHandler(config.file)
+    else:
+        handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.INFO)
+
+
+def start_background(config: Config, logic: BusinessLogic) -> Callable[[], None]:
+    """Start deadline watching and notification sending; returns a function that stops them."""
+    log.warning("Deadline watching is not available in this build")
+    return _nothing
+
+
+def _nothing() -> None:
+    pass
+
+
+def make_app(config_path: str | None = None) -> Api:
+    """WSGI application factory for external servers, e.g.
+    `gunicorn 'coal_mine.server:make_app()'`. Serves HTTP only, like `--web`."""
+    config = load_config(config_path)
+    logic = BusinessLogic(open_store(config), Clock())
+    return Api(logic, auth_key=config.wsgi.auth_key)
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="coal-mine", description="Coal Mine server: watches canaries and emails when one is late.")
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--web", action="store_true", help="serve HTTP only (no deadline work)")
+    mode.add_argument("--background", action="store_true",
+                      help="watch deadlines and send notifications only (no HTTP)")
+    parser.add_argument("--port", type=int, help="port to listen on (default: [wsgi] port, or 80)")
+    parser.add_argument("--host", help="address to listen on (default: all interfaces)")
+    parser.add_argument("--config", metavar="FILE", help="read this coal-mine.ini instead of searching")
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the server until SIGTERM or SIGINT."""
+    args = parse_args(argv)
+    try:
+        config = load_config(args.config)
+        setup_logging(config.logging)
+    except (ConfigError, OSError) as exc:
+        print(f"coal-mine: configuration error: {exc}", file=sys.stderr)
+        return 2
+    log.info("Configuration from %s", config.source)
+    if args.port is not None and not 0 <= args.port <= 65535:
+        print(f"coal-mine: --port: {args.port} is not a port number", file=sys.stderr)
+        return 2
+    try:
+        store = open_store(config)
+    except ConfigError as exc:
+        print(f"coal-mine: configuration error: {exc}", file=sys.stderr)
+        return 2
+
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+
+    logic = BusinessLogic(store, Clock())
+    stop_background: Callable[[], None] = _nothing
+    httpd = None
+    try:
+        if not args.web:
+            store.ensure_indexes()
+            stop_background = start_background(config, logic)
+        if not args.background:
+            port = config.wsgi.port if args.port is None else args.port
+            host = config.wsgi.host if args.host is None else args.host
+            try:
+                httpd = PooledWSGIServer(
+                    (host, port), Api(logic, auth_key=config.wsgi.auth_key),
+                    workers=config.wsgi.workers, request_timeout=config.wsgi.request_timeout)
+            except OSError as exc:
+                print(f"coal-mine: cannot listen on {host or '*'}:{port}: {exc.strerror or exc}"
+                      " (choose another with --port or [wsgi] port)", file=sys.stderr)
+                return 2
+            if not config.wsgi.auth_key:
+                log.warning("Server authentication DISABLED (no [wsgi] auth_key)")
+            log.info("Listening on %s:%d", host or "*", httpd.server_address[1])
+            threading.Thread(target=httpd.serve_forever, name="http-accept", daemon=True).start()
+        stop.wait()
+        log.info("Shutting down")
+    finally:
+        if httpd is not None:
+            httpd.shutdown()
+            httpd.server_close()
+        stop_background()
+        store.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,435 @@
+"""SQLite store: the embedded default. One file, WAL mode, versioned schema."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import sqlite3
+import threading
+from collections.abc import Iterable, Iterator, Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from coal_mine.abstract_store import CANARY_FIELDS, AbstractStore
+from coal_mine.models import (
+    AlreadyExistsError,
+    Canary,
+    HistoryEntry,
+    NewNotification,
+    Notification,
+    PrunePolicy,
+    StoreUnavailableError,
+)
+
+log = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICRO = timedelta(microseconds=1)
+
+# Each entry migrates the schema from version N to N + 1.
+_MIGRATIONS = [
+    """
+    CREATE TABLE canaries (
+        seq INTEGER PRIMARY KEY,             -- creation order
+        id TEXT NOT NULL UNIQUE,
+        name TEXT NOT NULL,
+        slug TEXT NOT NULL UNIQUE,
+        periodicity ANY NOT NULL,            -- REAL seconds or TEXT schedule
+        description TEXT NOT NULL DEFAULT '',
+        emails TEXT NOT NULL DEFAULT '[]',   -- JSON list
+        paused INTEGER NOT NULL DEFAULT 0,
+        late INTEGER NOT NULL DEFAULT 0,
+        deadline INTEGER,                    -- microseconds since the epoch, UTC
+        history_count INTEGER NOT NULL DEFAULT 0
+    ) STRICT;
+    CREATE INDEX canaries_watched ON canaries (deadline) WHERE paused = 0 AND late = 0;
+    CREATE INDEX canaries_paused_late ON canaries (paused, late);
+    CREATE INDEX canaries_late ON canaries (late);
+    CREATE TABLE history (
+        hid INTEGER PRIMARY KEY,
+        canary_seq INTEGER NOT NULL,
+        ts INTEGER NOT NULL,
+        comment TEXT NOT NULL
+    ) STRICT;
+    CREATE INDEX history_by_canary ON history (canary_seq, ts);
+    CREATE TABLE notifications (
+        nid INTEGER PRIMARY KEY AUTOINCREMENT,
+        canary_id TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        created INTEGER NOT NULL,
+        payload TEXT NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        not_before INTEGER NOT NULL,
+        lease_owner TEXT,
+        lease_until INTEGER
+    ) STRICT;
+    CREATE INDEX notifications_by_canary ON notifications (canary_id, nid);
+    """,
+]
+
+_CANARY_COLUMNS = "seq, id, name, slug, periodicity, description, emails, paused, late, deadline"
+
+
+def _to_db(dt: datetime | None) -> int | None:
+    return None if dt is None else (dt - _EPOCH) // _MICRO
+
+
+def _from_db(value: int | None) -> datetime | None:
+    return None if value is None else _EPOCH + timedelta(microseconds=value)
+
+
+def _column_value(name: str, value: Any) -> Any:
+    if name == "deadline":
+        return _to_db(value)
+    if name == "emails":
+        return json.dumps(list(value))
+    if name in ("paused", "late"):
+        return int(bool(value))
+    return value
+
+
+def _row_to_canary(row: tuple, history: list[HistoryEntry] | None) -> Canary:
+    _seq, cid, name, slug, periodicity, description, emails, paused, late, deadline = row
+    return Canary(
+        id=cid,
+        name=name,
+        slug=slug,
+        periodicity=periodicity,
+        description=description,
+        emails=json.loads(emails),
+        paused=bool(paused),
+        late=bool(late),
+        deadline=_from_db(deadline),
+        history=history,
+    )
+
+
+def _row_to_notification(row: tuple) -> Notification:
+    nid, canary_id, kind, created, payload, attempts, not_before = row
+    return Notification(
+        id=nid,
+        canary_id=canary_id,
+        kind=kind,
+        created=_from_db(created),
+        payload=json.loads(payload),
+        attempts=attempts,
+        not_before=_from_db(not_before),
+    )
+
+
+_NOTE_COLUMNS = "nid, canary_id, kind, created, payload, attempts, not_before"
+# The oldest pending notification of each canary: only it may be sent, so that
+# one canary's messages always go out in the order they happened.
+_HEADS = (
+    "FROM notifications n WHERE n.nid = "
+    "(SELECT MIN(m.nid) FROM notifications m WHERE m.canary_id = n.canary_id)"
+)
+
+
+class SQLiteStore(AbstractStore):
+    """Stores canaries in one SQLite file; safe for many threads and processes.
+
+    Every thread gets its own connection. Writes run in `BEGIN IMMEDIATE`
+    transactions, so conditional updates are atomic across processes too.
+    """
+
+    def __init__(self, path: str, *, synchronous: str = "NORMAL", busy_timeout: float = 10.0) -> None:
+        self.path = path
+        self._synchronous = synchronous.upper()
+        self._busy_timeout_ms = int(busy_timeout * 1000)
+        self._local = threading.local()
+        self._connections: list[sqlite3.Connection] = []
+        self._connections_lock = threading.Lock()
+        self._migrate()
+
+    # --- connections and transactions ---------------------------------------
+
+    def _conn(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            try:
+                conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+                conn.execute(f"PRAGMA busy_timeout = {self._busy_timeout_ms}")
+                conn.execute("PRAGMA journal_mode = WAL")
+                conn.execute(f"PRAGMA synchronous = {self._synchronous}")
+            except sqlite3.Error as exc:
+                raise StoreUnavailableError(f"Cannot open SQLite database {self.path}: {exc}") from exc
+            self._local.conn = conn
+            with self._connections_lock:
+                self._connections.append(conn)
+        return conn
+
+    @contextlib.contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        conn = self._conn()
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            raise StoreUnavailableError(f"SQLite database is busy: {exc}") from exc
+        try:
+            yield conn
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        else:
+            conn.execute("COMMIT")
+
+    def _migrate(self) -> None:
+        with self._write() as conn:
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            if version > SCHEMA_VERSION:
+                raise StoreUnavailableError(
+                    f"{self.path} has schema version {version}, newer than this server knows "
+                    f"({SCHEMA_VERSION})"
+                )
+            for step in range(version, SCHEMA_VERSION):
+                for statement in _MIGRATIONS[step].split(";"):
+                    if statement.strip():
+                        conn.execute(statement)
+                log.info("Migrated %s to schema version %d", self.path, step + 1)
+            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+    def close(self) -> None:
+        with self._connections_lock:
+            for conn in self._connections:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.close()
+            self._connections.clear()
+        self._local = threading.local()
+
+    # --- canaries -------------------------------------------------------------
+
+    def create(self, canary: Canary) -> None:
+        history = canary.history or []
+        try:
+            with self._write() as conn:
+                seq = conn.execute(
+                    "INSERT INTO canaries (id, name, slug, periodicity, description, emails, "
+                    "paused, late, deadline, history_count) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                    "RETURNING seq",
+                    (
+                        canary.id,
+                        canary.name,
+                        canary.slug,
+                        canary.periodicity,
+                        canary.description,
+                        json.dumps(canary.emails),
+                        int(canary.paused),
+                        int(canary.late),
+                        _to_db(canary.deadline),
+                        len(history),
+                    ),
+                ).fetchone()[0]
+                conn.executemany(
+                    "INSERT INTO history (canary_seq, ts, comment) VALUES (?, ?, ?)",
+                    [(seq, _to_db(ts), comment) for ts, comment in reversed(history)],
+                )
+        except sqlite3.IntegrityError as exc:
+            raise self._clash(exc, canary.id, canary.slug) from exc
+
+    @staticmethod
+    def _clash(exc: sqlite3.IntegrityError, cid: str, slug: str | None) -> Exception:
+        if "canaries.id" in str(exc):
+            return AlreadyExistsError("id", cid)
+        if "canaries.slug" in str(exc):
+            return AlreadyExistsError("slug", slug or "")
+        return exc
+
+    def _history(self, conn: sqlite3.Connection, seq: int) -> list[HistoryEntry]:
+        rows = conn.execute(
+            "SELECT ts, comment FROM history WHERE canary_seq = ? ORDER BY ts DESC, hid DESC", (seq,)
+        )
+        return [(_from_db(ts), comment) for ts, comment in rows]
+
+    def get(self, canary_id: str, *, history: bool = True) -> Canary | None:
+        conn = self._conn()
+        row = conn.execute(f"SELECT {_CANARY_COLUMNS} FROM canaries WHERE id = ?", (canary_id,)).fetchone()
+        if row is None:
+            return None
+        return _row_to_canary(row, self._history(conn, row[0]) if history else None)
+
+    def id_for_slug(self, slug: str) -> str | None:
+        row = self._conn().execute("SELECT id FROM canaries WHERE slug = ?", (slug,)).fetchone()
+        return row[0] if row else None
+
+    def update(
+        self,
+        canary_id: str,
+        changes: Mapping[str, Any],
+        *,
+        expect: Mapping[str, Any] | None = None,
+        history: HistoryEntry | None = None,
+        prune: PrunePolicy | None = None,
+        notifications: Iterable[NewNotification] = (),
+    ) -> bool:
+        sets, params = [], []
+        for name, value in changes.items():
+            if name not in CANARY_FIELDS:
+                raise ValueError(f"unknown canary field {name}")
+            sets.append(f"{name} = ?")
+            params.append(_column_value(name, value))
+        if history is not None:
+            sets.append("history_count = history_count + 1")
+        where, where_params = ["id = ?"], [canary_id]
+        for name, value in (expect or {}).items():
+            if name not in CANARY_FIELDS:
+                raise ValueError(f"unknown canary field {name}")
+            if value is None:
+                where.append(f"{name} IS NULL")
+            else:
+                where.append(f"{name} = ?")
+                where_params.append(_column_value(name, value))
+        sql = (
+            f"UPDATE canaries SET {', '.join(sets) or 'seq = seq'} WHERE {' AND '.join(where)} "
+            "RETURNING seq, history_count"
+        )
+        try:
+            with self._write() as conn:
+                row = conn.execute(sql, params + where_params).fetchone()
+                if row is None:
+                    return False
+                seq, count = row
+                if history is not None:
+                    conn.execute(
+                        "INSERT INTO history (canary_seq, ts, comment) VALUES (?, ?, ?)",
+                        (seq, _to_db(history[0]), history[1]),
+                    )
+                    if prune is not None:
+                        self._prune(conn, seq, count, prune)
+                for new in notifications:
+                    conn.execute(
+                        "INSERT INTO notifications (canary_id, kind, created, payload, not_before) "
+                        "VALUES (?, ?, ?, ?, ?)",
+                        (canary_id, new.kind, _to_db(new.created), json.dumps(new.payload),
+                         _to_db(new.created)),
+                    )
+        except sqlite3.IntegrityError as exc:
+            raise self._clash(exc, canary_id, changes.get("slug")) from exc
+        return True
+
+    @staticmethod
+    def _prune(conn: sqlite3.Connection, seq: int, count: int, policy: PrunePolicy) -> None:
+        """Delete the oldest entries by index range; never reads the whole history."""
+        remaining = count
+        if remaining > policy.min_entries:
+            remaining -= conn.execute(
+                "DELETE FROM history WHERE hid IN (SELECT hid FROM history WHERE canary_seq = ? "
+                "AND ts < ? ORDER BY ts, hid LIMIT ?)",
+                (seq, _to_db(policy.older_than), remaining - policy.min_entries),
+            ).rowcount
+        if remaining > policy.max_entries:
+            remaining -= conn.execute(
+                "DELETE FROM history WHERE hid IN (SELECT hid FROM history WHERE canary_seq = ? "
+                "ORDER BY ts, hid LIMIT ?)",
+                (seq, remaining - policy.max_entries),
+            ).rowcount
+        if remaining != count:
+            conn.execute("UPDATE canaries SET history_count = ? WHERE seq = ?", (remaining, seq))
+
+    def delete(self, canary_id: str) -> bool:
+        with self._write() as conn:
+            row = conn.execute("DELETE FROM canaries WHERE id = ? RETURNING seq", (canary_id,)).fetchone()
+            if row is None:
+                return False
+            conn.execute("DELETE FROM history WHERE canary_seq = ?", (row[0],))
+            return True
+
+    def iter_canaries(
+        self, *, paused: bool | None = None, late: bool | None = None, history: bool = False
+    ) -> Iterator[Canary]:
+        where, params = [], []
+        if paused is not None:
+            where.append("paused = ?")
+            params.append(int(paused))
+        if late is not None:
+            where.append("late = ?")
+            params.append(int(late))
+        clause = f"WHERE {' AND '.join(where)}" if where else ""
+        # A connection of its own, so that the caller may write while this streams.
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        try:
+            conn.execute(f"PRAGMA busy_timeout = {self._busy_timeout_ms}")
+            if not history:
+                rows = conn.execute(f"SELECT {_CANARY_COLUMNS} FROM canaries {clause} ORDER BY seq", params)
+                for row in rows:
+                    yield _row_to_canary(row, None)
+                return
+            rows = conn.execute(
+                f"SELECT {_CANARY_COLUMNS}, h.ts, h.comment FROM "
+                f"(SELECT * FROM canaries {clause}) c LEFT JOIN history h ON h.canary_seq = c.seq "
+                "ORDER BY c.seq, h.ts DESC, h.hid DESC",
+                params,
+            )
+            current: Canary | None = None
+            current_seq = None
+            for row in rows:
+                if row[0] != current_seq:
+                    if current is not None:
+                        yield current
+                    current_seq = row[0]
+                    current = _row_to_canary(row[:10], [])
+                if row[10] is not None:
+                    current.history.append((_from_db(row[10]), row[11]))
+            if current is not None:
+                yield current
+        finally:
+            conn.close()
+
+    def earliest_deadline(self) -> datetime | None:
+        row = self._conn().execute(
+            "SELECT MIN(deadline) FROM canaries WHERE paused = 0 AND late = 0"
+        ).fetchone()
+        return _from_db(row[0])
+
+    def due_canaries(self, now: datetime, limit: int) -> list[Canary]:
+        rows = self._conn().execute(
+            f"SELECT {_CANARY_COLUMNS} FROM canaries WHERE paused = 0 AND late = 0 AND deadline < ? "
+            "ORDER BY deadline LIMIT ?",
+            (_to_db(now), limit),
+        )
+        return [_row_to_canary(row, None) for row in rows]
+
+    # --- notification outbox -------------------------------------------------------
+
+    def claim_notification(self, now: datetime, owner: str, lease_until: datetime) -> Notification | None:
+        when = _to_db(now)
+        with self._write() as conn:
+            row = conn.execute(
+                f"SELECT {', '.join('n.' + c.strip() for c in _NOTE_COLUMNS.split(','))} {_HEADS} "
+                "AND n.not_before <= ? AND (n.lease_until IS NULL OR n.lease_until <= ?) "
+                "ORDER BY n.nid LIMIT 1",
+                (when, when),
+            ).fetchone()
+            if row is None:
+                return None
+            conn.execute(
+                "UPDATE notifications SET lease_owner = ?, lease_until = ? WHERE nid = ?",
+                (owner, _to_db(lease_until), row[0]),
+            )
+        return _row_to_notification(row)
+
+    def complete_notification(self, notification: Notification, owner: str) -> None:
+        with self._write() as conn:
+            conn.execute(
+                "DELETE FROM notifications WHERE nid = ? AND lease_owner = ?", (notification.id, owner)
+            )
+
+    def retry_notification(self, notification: Notification, owner: str, not_before: datetime) -> None:
+        with self._write() as conn:
+            conn.execute(
+                "UPDATE notifications SET attempts = attempts + 1, not_before = ?, lease_owner = NULL, "
+                "lease_until = NULL WHERE nid = ? AND lease_owner = ?",
+                (_to_db(not_before), notification.id, owner),
+            )
+
+    def next_notification_time(self) -> datetime | None:
+        row = self._conn().execute(
+            f"SELECT MIN(MAX(n.not_before, COALESCE(n.lease_until, 0))) {_HEADS}"
+        ).fetchone()
+        return _from_db(row[0])
+
+    def pending_notifications(self) -> list[Notification]:
+        rows = self._conn().execute(f"SELECT {_NOTE_COLUMNS} FROM notifications ORDER BY nid")
+        return [_row_to_notification(row) for row in rows]

@@ -1,0 +1,34 @@
+"""Shared fixtures."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from coal_mine.abstract_store import AbstractStore
+from tests.helpers import ServerProcess
+from tests.stores import STORE_FACTORIES
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[ServerProcess]:
+    """A real coal-mine server on 127.0.0.1 with no auth key and its own SQLite file."""
+    with ServerProcess(tmp_path / "server") as process:
+        yield process
+
+
+@pytest.fixture
+def auth_server(tmp_path: Path) -> Iterator[ServerProcess]:
+    """A real coal-mine server that requires auth_key=sekrit."""
+    with ServerProcess(tmp_path / "auth-server", auth_key="sekrit") as process:
+        yield process
+
+
+@pytest.fixture(params=sorted(STORE_FACTORIES))
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[AbstractStore]:
+    """Each store implementation in turn (see tests/stores.py)."""
+    instance = STORE_FACTORIES[request.param](tmp_path)
+    yield instance
+    instance.close()

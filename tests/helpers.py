@@ -1,0 +1,122 @@
+"""Test helpers: free ports, real server processes, and a tiny HTTP client."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nobody listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for_port(port: int, timeout: float = 10.0, process: subprocess.Popen | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"server exited with {process.returncode}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.02)
+    raise TimeoutError(f"nothing listens on port {port}")
+
+
+def http_get(url: str, timeout: float = 10.0) -> tuple[int, dict[str, Any]]:
+    """GET a URL; returns (status, decoded JSON body) for success and error statuses alike."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        body = exc.read()
+        return exc.code, json.loads(body) if body else {}
+
+
+class ServerProcess:
+    """A real `coal-mine` process on a free 127.0.0.1 port, with its SQLite file in `workdir`.
+
+    Use as a context manager; the process is stopped (SIGTERM, then SIGKILL) on exit.
+    """
+
+    def __init__(self, workdir: Path, auth_key: str | None = None, ini_extra: str = "",
+                 args: tuple[str, ...] = (), env: dict[str, str] | None = None,
+                 port: int | None = None) -> None:
+        self.workdir = Path(workdir)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.port = port or free_port()
+        self.base_url = f"http://127.0.0.1:{self.port}"
+        self.args = args
+        self.env = env
+        self.ini = self.workdir / "coal-mine.ini"
+        wsgi = f"[wsgi]\nhost = 127.0.0.1\nport = {self.port}\n"
+        if auth_key:
+            wsgi += f"auth_key = {auth_key}\n"
+        if "[sqlite]" not in ini_extra and "[mongodb]" not in ini_extra:
+            ini_extra = f"[sqlite]\npath = {self.workdir / 'coal-mine.sqlite3'}\n" + ini_extra
+        self.ini.write_text(wsgi + ini_extra)
+        self.log_path = self.workdir / "server.log"
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> ServerProcess:
+        env = dict(os.environ, PYTHONPATH=str(REPO))
+        env.pop("MONGODB_URI", None)
+        env.update(self.env or {})
+        self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "coal_mine.server", "--config", str(self.ini), *self.args],
+            cwd=self.workdir, env=env, stdout=self._log, stderr=subprocess.STDOUT)
+        if "--background" not in self.args:
+            wait_for_port(self.port, process=self.process)
+        return self
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 10.0) -> int | None:
+        if self.process is None:
+            return None
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self._log.close()
+        code = self.process.returncode
+        self.process = None
+        return code
+
+    def kill(self) -> None:
+        self.stop(signal.SIGKILL)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def url(self, command: str, **params: Any) -> str:
+        path = command if command.startswith("/") else f"/coal-mine/v1/canary/{command}"
+        query = urllib.parse.urlencode(params, doseq=True)
+        return f"{self.base_url}{path}" + (f"?{query}" if query else "")
+
+    def call(self, command: str, **params: Any) -> tuple[int, dict[str, Any]]:
+        """Call an API command (or a path starting with '/'); returns (status, JSON)."""
+        return http_get(self.url(command, **params))
+
+    def __enter__(self) -> ServerProcess:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

@@ -1,0 +1,271 @@
+"""The store contract: every store (tests/stores.py) must pass all of this."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from coal_mine.abstract_store import AbstractStore
+from coal_mine.models import AlreadyExistsError, Canary, NewNotification, PrunePolicy
+
+T0 = datetime(2026, 3, 2, 12, 0, 0, 123000, tzinfo=UTC)
+
+
+def make(cid: str = "aaaaaaaa", name: str = "Job", **fields) -> Canary:
+    base = dict(
+        id=cid, name=name, slug=name.lower().replace(" ", "-"), periodicity=60.0,
+        description="", emails=[], paused=False, late=False,
+        deadline=T0 + timedelta(seconds=60), history=[(T0, "Canary created")],
+    )
+    base.update(fields)
+    return Canary(**base)
+
+
+def note(kind: str = "late", at: datetime = T0, **payload) -> NewNotification:
+    return NewNotification(kind=kind, created=at, payload={"name": "Job", **payload})
+
+
+def test_create_and_get_round_trip(store: AbstractStore) -> None:
+    canary = make(name="Ünïcode ✓ job", slug="ünïcode-job", description="d\nx", emails=["a@x", "b@y"],
+                  history=[(T0 + timedelta(seconds=1), "Triggered (é)"), (T0, "Canary created")])
+    store.create(canary)
+    assert store.get("aaaaaaaa") == canary
+    without = store.get("aaaaaaaa", history=False)
+    assert without.history is None
+    assert without.name == canary.name and without.deadline == canary.deadline
+
+
+@pytest.mark.parametrize("periodicity", [60.0, 0.5, 86400.0 * 3650, "* * * * * 60 ; # comment"])
+def test_periodicity_keeps_its_type(store: AbstractStore, periodicity) -> None:
+    store.create(make(periodicity=periodicity))
+    got = store.get("aaaaaaaa").periodicity
+    assert got == periodicity and type(got) is type(periodicity)
+
+
+def test_paused_canary_has_no_deadline(store: AbstractStore) -> None:
+    store.create(make(paused=True, deadline=None))
+    canary = store.get("aaaaaaaa")
+    assert canary.paused and canary.deadline is None
+
+
+@pytest.mark.parametrize("clash, field", [({"id": "aaaaaaaa", "slug": "other"}, "id"),
+                                          ({"id": "bbbbbbbb", "slug": "job"}, "slug")])
+def test_create_refuses_duplicates(store: AbstractStore, clash, field) -> None:
+    store.create(make())
+    with pytest.raises(AlreadyExistsError) as info:
+        store.create(make(**clash))
+    assert info.value.field_name == field
+    assert [c.id for c in store.iter_canaries()] == ["aaaaaaaa"]
+
+
+def test_missing_canary(store: AbstractStore) -> None:
+    assert store.get("zzzzzzzz") is None
+    assert store.id_for_slug("nope") is None
+    assert store.update("zzzzzzzz", {"late": True}) is False
+    assert store.delete("zzzzzzzz") is False
+
+
+def test_id_for_slug(store: AbstractStore) -> None:
+    store.create(make())
+    assert store.id_for_slug("job") == "aaaaaaaa"
+
+
+def test_update_applies_changes(store: AbstractStore) -> None:
+    store.create(make())
+    assert store.update("aaaaaaaa", {"name": "New", "slug": "new", "emails": ["x@y"],
+                                     "description": "dd", "periodicity": "* * * * * 5",
+                                     "paused": True, "deadline": None, "late": True})
+    canary = store.get("aaaaaaaa")
+    assert (canary.name, canary.slug, canary.emails, canary.description, canary.periodicity) == (
+        "New", "new", ["x@y"], "dd", "* * * * * 5")
+    assert canary.paused and canary.late and canary.deadline is None
+    assert store.id_for_slug("new") == "aaaaaaaa" and store.id_for_slug("job") is None
+
+
+def test_update_is_conditional(store: AbstractStore) -> None:
+    store.create(make())
+    deadline = T0 + timedelta(seconds=60)
+    assert not store.update("aaaaaaaa", {"late": True}, expect={"deadline": deadline + timedelta(1)},
+                            history=(T0, "nope"), notifications=[note()])
+    assert not store.update("aaaaaaaa", {"late": True}, expect={"paused": True})
+    canary = store.get("aaaaaaaa")
+    assert not canary.late and len(canary.history) == 1
+    assert store.pending_notifications() == []
+    assert store.update("aaaaaaaa", {"late": True},
+                        expect={"deadline": deadline, "late": False, "paused": False})
+    assert store.get("aaaaaaaa").late
+
+
+def test_expect_missing_deadline(store: AbstractStore) -> None:
+    store.create(make(paused=True, deadline=None))
+    assert store.update("aaaaaaaa", {"paused": False, "deadline": T0}, expect={"deadline": None})
+    assert not store.update("aaaaaaaa", {"late": True}, expect={"deadline": None})
+
+
+def test_rename_onto_existing_slug_changes_nothing(store: AbstractStore) -> None:
+    store.create(make())
+    store.create(make("bbbbbbbb", "Other"))
+    with pytest.raises(AlreadyExistsError):
+        store.update("bbbbbbbb", {"name": "Job", "slug": "job"}, history=(T0, "x"))
+    other = store.get("bbbbbbbb")
+    assert other.name == "Other" and len(other.history) == 1
+
+
+def test_history_is_newest_first(store: AbstractStore) -> None:
+    store.create(make())
+    for i in range(1, 4):
+        store.update("aaaaaaaa", {}, history=(T0 + timedelta(seconds=i), f"Triggered ({i})"))
+    store.update("aaaaaaaa", {}, history=(T0 + timedelta(seconds=3), "same time, later"))
+    comments = [c for _, c in store.get("aaaaaaaa").history]
+    assert comments == ["same time, later", "Triggered (3)", "Triggered (2)", "Triggered (1)",
+                        "Canary created"]
+
+
+@pytest.mark.parametrize("existing_age_days, entries, expected", [
+    (0, 1005, 1000),   # more than max_entries: cut to the max
+    (8, 150, 100),     # old entries go while more than min_entries remain
+    (8, 90, 91),       # at or under min_entries nothing old is dropped
+    (3, 150, 151),     # recent entries are all kept under the max
+])
+def test_history_pruning(store: AbstractStore, existing_age_days, entries, expected) -> None:
+    start = T0 - timedelta(days=existing_age_days, seconds=entries)
+    history = [(start + timedelta(seconds=i), f"e{i}") for i in range(entries)][::-1]
+    store.create(make(history=history))
+    policy = PrunePolicy(max_entries=1000, min_entries=100, older_than=T0 - timedelta(days=7))
+    store.update("aaaaaaaa", {}, history=(T0, "newest"), prune=policy)
+    kept = store.get("aaaaaaaa").history
+    assert len(kept) == expected
+    assert kept[0] == (T0, "newest")
+    assert kept == sorted(kept, key=lambda e: e[0], reverse=True)
+    # Pruning keeps going on later writes from the count it left.
+    store.update("aaaaaaaa", {}, history=(T0 + timedelta(seconds=1), "newer"), prune=policy)
+    assert len(store.get("aaaaaaaa").history) == (expected if expected in (1000, 100) else expected + 1)
+
+
+def test_delete_removes_canary_and_history(store: AbstractStore) -> None:
+    store.create(make())
+    assert store.delete("aaaaaaaa")
+    assert store.get("aaaaaaaa") is None
+    store.create(make(history=[(T0, "fresh")]))
+    assert store.get("aaaaaaaa").history == [(T0, "fresh")]
+
+
+def test_iter_canaries_filters_and_order(store: AbstractStore) -> None:
+    flags = {"aaaaaaaa": (False, False), "bbbbbbbb": (True, False), "cccccccc": (False, True),
+             "dddddddd": (True, True)}
+    for i, (cid, (paused, late)) in enumerate(flags.items()):
+        store.create(make(cid, f"Job {i}", paused=paused, late=late, deadline=None if paused else T0))
+    ids = lambda **kw: [c.id for c in store.iter_canaries(**kw)]  # noqa: E731
+    assert ids() == list(flags)
+    assert ids(paused=True) == ["bbbbbbbb", "dddddddd"]
+    assert ids(late=True) == ["cccccccc", "dddddddd"]
+    assert ids(paused=False, late=False) == ["aaaaaaaa"]
+    assert all(c.history is None for c in store.iter_canaries())
+    assert all(c.history == [(T0, "Canary created")] for c in store.iter_canaries(history=True))
+
+
+def test_iter_canaries_allows_writes_while_streaming(store: AbstractStore) -> None:
+    for i in range(5):
+        store.create(make(f"{chr(97 + i)}" * 8, f"Job {i}"))
+    seen = []
+    for canary in store.iter_canaries(history=True):
+        store.update(canary.id, {"late": True}, history=(T0, "x"))
+        seen.append(canary.id)
+    assert len(seen) == 5
+
+
+def test_deadline_queries(store: AbstractStore) -> None:
+    store.create(make("aaaaaaaa", "a", deadline=T0 + timedelta(seconds=30)))
+    store.create(make("bbbbbbbb", "b", deadline=T0 + timedelta(seconds=10)))
+    store.create(make("cccccccc", "c", deadline=T0, late=True))
+    store.create(make("dddddddd", "d", deadline=None, paused=True))
+    store.create(make("eeeeeeee", "e", deadline=T0 + timedelta(seconds=20)))
+    assert store.earliest_deadline() == T0 + timedelta(seconds=10)
+    due = store.due_canaries(T0 + timedelta(seconds=30), limit=10)
+    assert [c.id for c in due] == ["bbbbbbbb", "eeeeeeee"]  # strictly before now; not late/paused
+    assert [c.id for c in store.due_canaries(T0 + timedelta(seconds=31), limit=2)] == [
+        "bbbbbbbb", "eeeeeeee"]
+    assert all(c.history is None for c in due)
+
+
+def test_no_deadline_when_nothing_is_watched(store: AbstractStore) -> None:
+    assert store.earliest_deadline() is None
+    store.create(make(paused=True, deadline=None))
+    assert store.earliest_deadline() is None
+    assert store.due_canaries(T0 + timedelta(days=1), 10) == []
+
+
+# --- notification outbox ----------------------------------------------------------------
+
+
+def with_notes(store: AbstractStore, *kinds_by_canary: tuple[str, list[str]]) -> None:
+    for i, (cid, kinds) in enumerate(kinds_by_canary):
+        store.create(make(cid, f"Job {cid}"))
+        for j, kind in enumerate(kinds):
+            store.update(cid, {"late": kind == "late"},
+                         notifications=[note(kind, T0 + timedelta(seconds=i + j), seq=j)])
+
+
+def test_notification_recorded_with_state_change(store: AbstractStore) -> None:
+    with_notes(store, ("aaaaaaaa", ["late"]))
+    (pending,) = store.pending_notifications()
+    assert (pending.canary_id, pending.kind, pending.created, pending.attempts) == (
+        "aaaaaaaa", "late", T0, 0)
+    assert pending.payload == {"name": "Job", "seq": 0}
+    assert store.get("aaaaaaaa").late
+
+
+def test_claim_complete_in_order(store: AbstractStore) -> None:
+    with_notes(store, ("aaaaaaaa", ["late", "resumed", "late"]), ("bbbbbbbb", ["late"]))
+    later = T0 + timedelta(minutes=1)
+    lease = later + timedelta(seconds=30)
+    first = store.claim_notification(later, "w1", lease)
+    second = store.claim_notification(later, "w1", lease)
+    assert (first.canary_id, first.kind) == ("aaaaaaaa", "late")
+    # aaaaaaaa's next message must wait for its first one: bbbbbbbb's comes next.
+    assert (second.canary_id, second.kind) == ("bbbbbbbb", "late")
+    assert store.claim_notification(later, "w2", lease) is None
+    store.complete_notification(first, "w1")
+    third = store.claim_notification(later, "w2", lease)
+    assert (third.kind, third.payload["seq"]) == ("resumed", 1)
+    store.complete_notification(third, "w2")
+    store.complete_notification(second, "w1")
+    fourth = store.claim_notification(later, "w1", lease)
+    assert (fourth.kind, fourth.payload["seq"]) == ("late", 2)
+    store.complete_notification(fourth, "w1")
+    assert store.pending_notifications() == []
+    assert store.next_notification_time() is None
+
+
+def test_expired_lease_can_be_claimed_again(store: AbstractStore) -> None:
+    with_notes(store, ("aaaaaaaa", ["late"]))
+    lease = T0 + timedelta(seconds=30)
+    first = store.claim_notification(T0, "dead-worker", lease)
+    assert store.claim_notification(T0 + timedelta(seconds=29), "w2", lease) is None
+    assert store.next_notification_time() == lease
+    again = store.claim_notification(lease, "w2", lease + timedelta(seconds=30))
+    assert again.id == first.id
+    # The dead worker's late completion does not remove what w2 now holds.
+    store.complete_notification(first, "dead-worker")
+    assert len(store.pending_notifications()) == 1
+    store.complete_notification(again, "w2")
+    assert store.pending_notifications() == []
+
+
+def test_retry_backs_off(store: AbstractStore) -> None:
+    with_notes(store, ("aaaaaaaa", ["late", "resumed"]))
+    claimed = store.claim_notification(T0, "w", T0 + timedelta(seconds=30))
+    retry_at = T0 + timedelta(seconds=10)
+    store.retry_notification(claimed, "w", retry_at)
+    assert store.claim_notification(T0 + timedelta(seconds=9), "w", retry_at) is None
+    assert store.next_notification_time() == retry_at
+    again = store.claim_notification(retry_at, "w", retry_at + timedelta(seconds=30))
+    assert (again.id, again.attempts, again.kind) == (claimed.id, 1, "late")
+
+
+def test_notifications_survive_canary_deletion(store: AbstractStore) -> None:
+    with_notes(store, ("aaaaaaaa", ["late"]))
+    store.delete("aaaaaaaa")
+    claimed = store.claim_notification(T0, "w", T0 + timedelta(seconds=30))
+    assert claimed is not None and claimed.payload["name"] == "Job"
