@@ -104,7 +104,8 @@ class PooledWSGIServer(WSGIServer):
     def server_close(self) -> None:
         """Stop accepting, let the workers finish what they hold, then close."""
         super().server_close()
-        for _ in self._workers:
+        workers = getattr(self, "_workers", [])  # absent when binding failed in __init__
+        for _ in workers:
             self._queue.put(None)
-        for worker in self._workers:
+        for worker in workers:
             worker.join(timeout=15)
