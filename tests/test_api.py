@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import time
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 
@@ -225,6 +226,7 @@ def test_update_periodicity_moves_deadline_from_last_history_entry(srv: ServerPr
 
 def test_update_periodicity_can_make_late_and_trigger_recovers(srv: ServerProcess) -> None:
     cid = create(srv)["id"]
+    time.sleep(0.01)  # so that created + 1 ms is certainly in the past
     canary = srv.call("update", id=cid, periodicity="0.001")[1]["canary"]
     assert canary["late"] is True
     assert srv.call(f"/{cid}")[1] == {"status": "ok", "recovered": True, "unpaused": False}
