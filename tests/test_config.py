@@ -182,3 +182,15 @@ def test_zero_config_start_uses_sqlite_in_current_directory(tmp_path: Path) -> N
     database = tmp_path / "coal-mine.sqlite3"
     assert database.exists()
     assert f"Using SQLite database {database}" in output
+
+
+def test_example_file_documents_every_setting_and_parses(tmp_path: Path) -> None:
+    from coal_mine.config import _KNOWN
+
+    example = (REPO / "coal-mine.ini.example").read_text()
+    for section, keys in _KNOWN.items():
+        assert f"[{section}]" in example, section
+        for key in keys:
+            assert f"\n{key} =" in example or f"\n# {key} =" in example, (section, key)
+    config = load_config(write(tmp_path, example))
+    assert config.store == SQLiteConfig() and config.wsgi.port == 80
