@@ -70,7 +70,7 @@ def test_response_format(srv: ServerProcess) -> None:
         assert '"status": "ok"' in text  # the README's watchdog cron line greps for this
 
 
-class http_client_text:  # noqa: N801 - reads like a function at the call site
+class http_client_text:  # reads like a function at the call site
     def __init__(self, srv: ServerProcess, path: str) -> None:
         self.conn = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=10)
         self.path = path
@@ -92,7 +92,8 @@ def test_create_paused_has_no_deadline(srv: ServerProcess) -> None:
     ({"periodicity": "60"}, 'Missing argument "name"'),
     ({"name": "x"}, 'Missing argument "periodicity"'),
     ({"name": "x", "periodicity": "60", "colour": "red"}, 'Unexpected argument "colour"'),
-    ({"name": "x", "periodicity": "60", "paused": "maybe"}, 'Bad boolean value "maybe" for parameter "paused"'),
+    ({"name": "x", "periodicity": "60", "paused": "maybe"},
+     'Bad boolean value "maybe" for parameter "paused"'),
     ({"name": "x", "periodicity": "0"}, "Periodicity must be a positive number"),
     ({"name": "x", "periodicity": "1.2.3"}, 'Bad periodicity "1.2.3"'),
     ({"name": "x", "periodicity": "-5"}, "Invalid periodicity schedule"),
@@ -332,3 +333,35 @@ def test_auth_key_accepted_and_trigger_is_open(keyed: ServerProcess) -> None:
     assert keyed.call("get", id=cid, auth_key="s3cret")[0] == 200
     assert keyed.call("get", id="zzzzzzzz", auth_key="s3cret")[0] == 404
     assert "s3cret" not in keyed.log()
+
+
+SCHEDULE = "# weekends ; * * * * sat,sun 600 ; * * * * mon-fri 120"
+
+
+def test_schedule_periodicity(srv: ServerProcess) -> None:
+    canary = create(srv, periodicity=SCHEDULE)
+    assert canary["periodicity"] == SCHEDULE
+    ranges = canary["periodicity_schedule"]
+    assert ranges and all(len(r) == 3 for r in ranges)
+    assert {r[2] for r in ranges} == {600.0, 120.0}
+    starts = [datetime.fromisoformat(r[0]) for r in ranges]
+    assert starts == sorted(starts)
+    assert datetime.fromisoformat(ranges[-1][1]) - starts[0] >= timedelta(days=7)
+    got = srv.call("get", id=canary["id"])[1]["canary"]
+    assert got["periodicity_schedule"][0][2] in (600.0, 120.0)
+    listed = [c for c in srv.call("list", verbose="1")[1]["canaries"] if c["id"] == canary["id"]]
+    assert "periodicity_schedule" not in listed[0]
+    plain = srv.call("update", id=canary["id"], periodicity="60")[1]["canary"]
+    assert "periodicity_schedule" not in plain and plain["periodicity"] == 60.0
+
+
+@pytest.mark.parametrize("schedule, message", [
+    ("* * * * sat,sun 60 ; * 0-11 * * * 90", "overlap"),
+    ("0 0 31 2 * 60", "never"),
+    ("* * * * * 0", "positive"),
+])
+def test_bad_schedules_are_400_and_store_nothing(srv: ServerProcess, schedule: str, message: str) -> None:
+    before = srv.call("list")[1]["canaries"]
+    status, body = srv.call("create", name="Bad schedule", periodicity=schedule)
+    assert status == 400 and message in body["error"].lower()
+    assert srv.call("list")[1]["canaries"] == before
