@@ -29,6 +29,21 @@ _STREAM_CHUNK = 65536
 Query = dict[str, list[str]]
 StartResponse = Callable[..., Any]
 
+# The parameters each command accepts (besides auth_key); openapi.yaml documents
+# exactly these, and tests/test_openapi.py keeps the two in step.
+PARAMETERS: dict[str, tuple[str, ...]] = {
+    "create": ("name", "periodicity", "description", "email", "paused"),
+    "delete": ("id", "name", "slug"),
+    "update": ("id", "name", "slug", "periodicity", "description", "email"),
+    "get": ("id", "name", "slug"),
+    "list": ("verbose", "paused", "late", "search"),
+    "trigger": ("id", "name", "slug", "comment", "m"),
+    "pause": ("id", "name", "slug", "comment"),
+    "unpause": ("id", "name", "slug", "comment"),
+}
+# What the read-only key may do (trigger needs no key at all).
+READ_ONLY_COMMANDS = frozenset({"get", "list"})
+
 
 class HttpError(CoalMineError):
     """An error that is about HTTP itself (path, authentication)."""
@@ -113,11 +128,14 @@ class Request:
 
 
 class Api:
-    """The WSGI application. `auth_key`, if set, is required by every command but trigger."""
+    """The WSGI application. `auth_key`, if set, is required by every command but trigger;
+    `read_only_auth_key`, if also set, is accepted instead of it for get and list."""
 
-    def __init__(self, logic: BusinessLogic, auth_key: str | None = None) -> None:
+    def __init__(self, logic: BusinessLogic, auth_key: str | None = None,
+                 read_only_auth_key: str | None = None) -> None:
         self.logic = logic
         self.auth_key = auth_key
+        self.read_only_auth_key = read_only_auth_key
         self.commands: dict[str, Callable[[Request], Any]] = {
             "create": self.create,
             "delete": self.delete,
@@ -134,7 +152,6 @@ class Api:
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         try:
             command, query = self._route(environ)
-            self._authenticate(command, query)
             result = self.commands[command](Request(query))
         except CoalMineError as exc:
             return self._error(start_response, exc.http_status, str(exc))
@@ -153,34 +170,52 @@ class Api:
         return [_dumps({"status": "error", "error": message}).encode("utf-8")]
 
     def _route(self, environ: dict[str, Any]) -> tuple[str, Query]:
+        """The command and its parameters, authenticated (401 comes before any 400)."""
         path = environ.get("PATH_INFO", "")
-        query = self._parse_query(environ.get("QUERY_STRING", ""))
         short = _SHORT_TRIGGER.match(path)
         if short:
+            command = "trigger"
+        elif path.startswith(URL_PREFIX) and path[len(URL_PREFIX):] in self.commands:
+            command = path[len(URL_PREFIX):]
+        else:
+            raise HttpError("404 Not Found", f"404 Not Found: no such endpoint {path!r}")
+        query, problem = self._parse_query(environ.get("QUERY_STRING", ""))
+        self._authenticate(command, query.pop("auth_key", [None])[-1])
+        if problem is not None:
+            raise problem
+        if short:
             query.setdefault("id", []).append(short.group(1))
-            return "trigger", query
-        if path.startswith(URL_PREFIX) and path[len(URL_PREFIX):] in self.commands:
-            return path[len(URL_PREFIX):], query
-        raise HttpError("404 Not Found", f"404 Not Found: no such endpoint {path!r}")
+        return command, query
 
     @staticmethod
-    def _parse_query(raw: str) -> Query:
+    def _parse_query(raw: str) -> tuple[Query, BadRequestError | None]:
+        """The parameters, and the 400 to answer if they are malformed. Malformed
+        parameters are still parsed leniently so that the auth key can be checked first."""
+        # WSGI hands over the raw bytes as latin-1; the API speaks UTF-8.
+        text = raw.encode("latin-1", errors="replace").decode("utf-8", errors="replace")
         try:
-            # WSGI hands over the raw bytes as latin-1; the API speaks UTF-8.
-            text = raw.encode("latin-1").decode("utf-8")
+            raw.encode("latin-1").decode("utf-8")
             # Blank values count as absent, as in Coal Mine.
-            return parse_qs(text, keep_blank_values=False, errors="strict")
+            return parse_qs(text, keep_blank_values=False, errors="strict"), None
         except UnicodeError:
-            raise BadRequestError("Parameters must be valid UTF-8") from None
-        except ValueError as exc:
-            raise BadRequestError(f"Malformed query string: {exc}") from None
+            problem = BadRequestError("Parameters must be valid UTF-8")
+        return parse_qs(text, keep_blank_values=False, errors="replace"), problem
 
-    def _authenticate(self, command: str, query: Query) -> None:
-        given = query.pop("auth_key", [None])[-1]
+    def _authenticate(self, command: str, given: str | None) -> None:
+        """401 unless `given` is a key that allows `command`. Both keys are always
+        compared, in constant time, so timing tells nothing about either."""
         if not self.auth_key or command == "trigger":
             return  # a key sent where none is needed is ignored
-        if given is None or not hmac.compare_digest(given.encode(), self.auth_key.encode()):
-            raise HttpError("401 Unauthorized", "401 Unauthorized: missing or wrong auth_key")
+        supplied = (given or "").encode("utf-8", errors="surrogateescape")
+        full = hmac.compare_digest(supplied, self.auth_key.encode())
+        read_only = hmac.compare_digest(supplied, (self.read_only_auth_key or "").encode())
+        read_only = read_only and bool(self.read_only_auth_key)
+        if full or (read_only and command in READ_ONLY_COMMANDS):
+            return
+        if read_only:
+            raise HttpError("401 Unauthorized",
+                            f"401 Unauthorized: the read-only auth_key does not allow {command}")
+        raise HttpError("401 Unauthorized", "401 Unauthorized: missing or wrong auth_key")
 
     # --- commands ----------------------------------------------------------------
 
@@ -203,18 +238,18 @@ class Api:
         name = request.required("name")
         periodicity = parse_periodicity(request.required("periodicity"))
         paused = request.boolean("paused")
-        request.only("name", "periodicity", "description", "email", "paused")
+        request.only(*PARAMETERS["create"])
         canary = self.logic.create(name, periodicity, request.string("description") or "",
                                    request.query.get("email", []), bool(paused))
         return self._canary_response(canary)
 
     def delete(self, request: Request) -> dict[str, Any]:
-        request.only("id", "name", "slug")
+        request.only(*PARAMETERS["delete"])
         self.logic.delete(self._identify(request))
         return {"status": "ok"}
 
     def update(self, request: Request) -> dict[str, Any]:
-        request.only("id", "name", "slug", "periodicity", "description", "email")
+        request.only(*PARAMETERS["update"])
         periodicity = request.string("periodicity")
         emails = request.query.get("email")
         if emails == ["-"]:
@@ -229,12 +264,12 @@ class Api:
         return self._canary_response(canary)
 
     def get(self, request: Request) -> dict[str, Any]:
-        request.only("id", "name", "slug")
+        request.only(*PARAMETERS["get"])
         return self._canary_response(self.logic.get(self._identify(request)))
 
     def list(self, request: Request) -> Iterator[bytes]:
         verbose, paused, late = (request.boolean(n) for n in ("verbose", "paused", "late"))
-        request.only("verbose", "paused", "late", "search")
+        request.only(*PARAMETERS["list"])
         canaries = self.logic.list(verbose=bool(verbose), paused=paused, late=late,
                                    search=request.string("search"))
         first = next(canaries, None)  # errors surface before the 200 is sent
@@ -264,7 +299,7 @@ class Api:
         yield "".join(pieces).encode("utf-8")
 
     def trigger(self, request: Request) -> dict[str, Any]:
-        request.only("id", "name", "slug", "comment", "m")
+        request.only(*PARAMETERS["trigger"])
         comment = request.string("comment")
         if comment is None:
             comment = request.string("m") or ""
@@ -272,12 +307,12 @@ class Api:
         return {"status": "ok", "recovered": recovered, "unpaused": unpaused}
 
     def pause(self, request: Request) -> dict[str, Any]:
-        request.only("id", "name", "slug", "comment")
+        request.only(*PARAMETERS["pause"])
         canary = self.logic.pause(self._identify(request), request.string("comment") or "")
         return self._canary_response(canary)
 
     def unpause(self, request: Request) -> dict[str, Any]:
-        request.only("id", "name", "slug", "comment")
+        request.only(*PARAMETERS["unpause"])
         canary = self.logic.unpause(self._identify(request), request.string("comment") or "")
         return self._canary_response(canary)
 

@@ -7,10 +7,14 @@ import math
 import re
 import secrets
 import string
+import time
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
 from typing import Any
 
+import regex
+
+from coal_mine import limits
 from coal_mine.abstract_store import AbstractStore
 from coal_mine.clock import Clock, to_millis
 from coal_mine.models import (
@@ -23,7 +27,7 @@ from coal_mine.models import (
     PrunePolicy,
     StoreUnavailableError,
 )
-from coal_mine.schedule import MAX_PERIODICITY, ScheduleError, parse_schedule
+from coal_mine.schedule import ScheduleError, parse_schedule
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +37,15 @@ HISTORY_MAX_AGE = timedelta(days=7)
 NOTIFICATION_HISTORY_ENTRIES = 15
 _ID_ALPHABET = string.ascii_lowercase
 _CONFLICT_RETRIES = 50
+
+# One addr-spec in dot-atom form (RFC 5322, with RFC 6531's UTF-8): no display
+# name, no list, no comment, no quoted local part, no whitespace.
+_ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~\u0080-\U0010ffff-]"
+_LABEL = r"[A-Za-z0-9\u0080-\U0010ffff](?:[A-Za-z0-9\u0080-\U0010ffff-]*[A-Za-z0-9\u0080-\U0010ffff])?"
+_ADDR_SPEC = re.compile(rf"{_ATEXT}+(?:\.{_ATEXT}+)*@{_LABEL}(?:\.{_LABEL})*")
+# A counted repetition in a search pattern: {m}, {m,}, {,n} or {m,n}. Escaped braces
+# count too: telling them apart needs a parser, and nobody searches for "\{9999}".
+_COUNTED_REPEAT = re.compile(r"\{(\d*),?(\d*)\}")
 
 
 def slugify(name: str) -> str:
@@ -47,6 +60,12 @@ def history_comment(action: str, comment: str) -> str:
 
 def _iso(dt: datetime | None) -> str | None:
     return dt.isoformat() if dt else None
+
+
+def _check_length(what: str, value: str, limit: int) -> str:
+    if len(value) > limit:
+        raise BadRequestError(f"{what} is too long ({len(value)} characters; the limit is {limit})")
+    return value
 
 
 class BusinessLogic:
@@ -72,6 +91,7 @@ class BusinessLogic:
     def check_periodicity(periodicity: float | str) -> float | str:
         """Return a valid periodicity (a number of seconds or a schedule string) or raise 400."""
         if isinstance(periodicity, str):
+            _check_length("Periodicity schedule", periodicity, limits.MAX_SCHEDULE_LENGTH)
             try:
                 parse_schedule(periodicity)
             except ScheduleError as exc:
@@ -80,15 +100,28 @@ class BusinessLogic:
         value = float(periodicity)
         if not math.isfinite(value) or value <= 0:
             raise BadRequestError("Periodicity must be a positive number of seconds")
-        if value > MAX_PERIODICITY:
-            raise BadRequestError(f"Periodicity must be at most {MAX_PERIODICITY:.0f} seconds")
+        if value > limits.MAX_PERIODICITY:
+            raise BadRequestError(f"Periodicity must be at most {limits.MAX_PERIODICITY:.0f} seconds")
         return value
 
     @staticmethod
     def _check_name(name: str) -> str:
         if not name:
             raise BadRequestError("Name must not be empty")
-        return name
+        return _check_length("Name", name, limits.MAX_NAME_LENGTH)
+
+    @staticmethod
+    def check_emails(emails: list[str]) -> list[str]:
+        """Return the list if it is short enough and each entry is one plain address, else raise 400."""
+        if len(emails) > limits.MAX_EMAILS:
+            raise BadRequestError(f"At most {limits.MAX_EMAILS} email addresses are allowed")
+        for address in emails:
+            _check_length("Email address", address, limits.MAX_EMAIL_LENGTH)
+            if not _ADDR_SPEC.fullmatch(address) or not address.isprintable():
+                raise BadRequestError(
+                    f"Bad email address {address!r}: give one plain address (user@example.com) "
+                    "per email parameter")
+        return emails
 
     # --- rules --------------------------------------------------------------------
 
@@ -164,6 +197,8 @@ class BusinessLogic:
         """Add a canary; its deadline starts now unless it is created paused."""
         name = self._check_name(name)
         periodicity = self.check_periodicity(periodicity)
+        _check_length("Description", description or "", limits.MAX_DESCRIPTION_LENGTH)
+        emails = self.check_emails(list(emails or []))
         slug = slugify(name)
         if self.store.id_for_slug(slug) is not None:
             raise AlreadyExistsError("slug", slug)
@@ -208,6 +243,10 @@ class BusinessLogic:
             self._check_name(name)
         if periodicity is not None:
             periodicity = self.check_periodicity(periodicity)
+        if description is not None:
+            _check_length("Description", description, limits.MAX_DESCRIPTION_LENGTH)
+        if emails is not None:
+            self.check_emails(list(emails))
 
         def attempt() -> Canary | None:
             canary = self._require(canary_id, history=True)
@@ -247,6 +286,7 @@ class BusinessLogic:
 
     def trigger(self, canary_id: str, comment: str = "") -> tuple[bool, bool]:
         """Record a run: new deadline, not late, not paused. Returns (recovered, unpaused)."""
+        _check_length("Comment", comment, limits.MAX_COMMENT_LENGTH)
 
         def attempt() -> tuple[bool, bool] | None:
             canary = self._require(canary_id)
@@ -271,6 +311,7 @@ class BusinessLogic:
 
     def pause(self, canary_id: str, comment: str = "") -> Canary:
         """Stop watching the canary; its late flag stays as it is."""
+        _check_length("Comment", comment, limits.MAX_COMMENT_LENGTH)
 
         def attempt() -> Canary | None:
             canary = self._require(canary_id)
@@ -286,6 +327,7 @@ class BusinessLogic:
 
     def unpause(self, canary_id: str, comment: str = "") -> Canary:
         """Watch the canary again, with a fresh deadline from now."""
+        _check_length("Comment", comment, limits.MAX_COMMENT_LENGTH)
 
         def attempt() -> Canary | None:
             canary = self._require(canary_id)
@@ -303,18 +345,59 @@ class BusinessLogic:
 
     def list(self, verbose: bool = False, paused: bool | None = None, late: bool | None = None,
              search: str | None = None) -> Iterator[Canary]:
-        """Canaries in creation order; `search` is a regular expression over name, slug, id, emails."""
-        matcher = None
-        if search:
-            try:
-                matcher = re.compile(search)
-            except (re.error, RecursionError, OverflowError) as exc:
-                raise BadRequestError(f"Invalid search regular expression: {exc}") from exc
-        canaries = self.store.iter_canaries(paused=paused, late=late, history=verbose)
-        if matcher is None:
-            return canaries
-        return (c for c in canaries if any(
-            matcher.search(text) for text in (c.name, c.slug, c.id, *c.emails)))
+        """Canaries in creation order; `search` is a regular expression over name, slug, id, emails.
+
+        Matching a search has a total time budget (limits.SEARCH_TIME_LIMIT) and
+        is done before anything is returned, so a pathological pattern is a 400,
+        never a truncated answer or a busy server.
+        """
+        if not search:
+            return self.store.iter_canaries(paused=paused, late=late, history=verbose)
+        matching = self._search(search, paused, late)
+        if not verbose:
+            return iter(matching)
+        ids = {canary.id for canary in matching}
+        return (c for c in self.store.iter_canaries(paused=paused, late=late, history=True)
+                if c.id in ids)
+
+    def _search(self, search: str, paused: bool | None, late: bool | None) -> list[Canary]:
+        """The canaries (without history) that `search` matches, within the time budget.
+
+        The `regex` module takes Python's `re` syntax, stops a match at a timeout,
+        and releases the GIL while matching (concurrent=True), so even a
+        catastrophically backtracking pattern neither runs long nor stalls the
+        threads serving other requests.
+        """
+        _check_length("Search", search, limits.MAX_SEARCH_LENGTH)
+        # The regex module unrolls counted repetitions when compiling: (x{1000}){1000}
+        # costs a quarter of a second, one more level exhausts memory.
+        repeats = 1
+        for low, high in _COUNTED_REPEAT.findall(search):
+            repeats *= max(int(low or 0), int(high or 0), 1)
+            if repeats > limits.MAX_SEARCH_REPEAT:
+                raise BadRequestError(
+                    f"Search repeats too much (counted repetitions multiply to more than "
+                    f"{limits.MAX_SEARCH_REPEAT})")
+        try:
+            matcher = regex.compile(search)
+        except (regex.error, RecursionError, OverflowError, ValueError) as exc:
+            raise BadRequestError(f"Invalid search regular expression: {exc}") from exc
+        give_up = time.monotonic() + limits.SEARCH_TIME_LIMIT
+        found = []
+        for canary in self.store.iter_canaries(paused=paused, late=late, history=False):
+            for text in (canary.name, canary.slug, canary.id, *canary.emails):
+                left = give_up - time.monotonic()
+                try:
+                    if left <= 0:
+                        raise TimeoutError
+                    if matcher.search(text, timeout=left, concurrent=True):
+                        found.append(canary)
+                        break
+                except TimeoutError:
+                    raise BadRequestError(
+                        f"Search took longer than {limits.SEARCH_TIME_LIMIT:g} s; "
+                        "use a simpler regular expression") from None
+        return found
 
     def periodicity_schedule(self, canary: Canary) -> list[tuple[datetime, datetime, float | str]] | None:
         """How a schedule periodicity plays out from now; None for a plain number."""

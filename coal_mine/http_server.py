@@ -1,64 +1,216 @@
-"""The built-in HTTP server: the standard library's wsgiref with a bounded worker pool.
+"""The built-in HTTP(S) server: the standard library's wsgiref, safe against slow and abusive clients.
 
-Connections are accepted by one thread and handed to a fixed number of
-workers through a bounded queue; when the queue is full the client gets an
-immediate 503 instead of waiting in an unbounded line. Each connection has a
-read timeout, so a silent client only ever holds one worker for that long.
+One acceptor thread owns the listening socket and every connection that has
+not yet sent its whole request head. It reads them without blocking (a
+selector), so an idle or trickling client costs a file descriptor and a small
+buffer, never a worker. A connection goes to the fixed pool of workers only
+once its request line and headers are complete (for HTTPS: once the client has
+sent its first bytes; the worker then does the handshake and reads the head
+against one deadline). Past the limits in coal_mine.limits the client gets an
+immediate JSON error: 414 (request line), 431 (head), 503 (all workers busy).
+When too many connections are waiting for their head, the oldest is dropped,
+so a flood of idle connections cannot lock new clients out.
 """
 
 from __future__ import annotations
 
+import io
+import json
 import logging
 import queue
 import re
+import selectors
 import socket
 import socketserver
+import ssl
 import threading
+import time
+from collections.abc import Iterable
 from typing import Any
-from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
+from urllib.parse import quote, quote_plus, unquote_plus
+from wsgiref.simple_server import ServerHandler, WSGIRequestHandler, WSGIServer
+
+from coal_mine.limits import MAX_PENDING_CONNECTIONS, MAX_REQUEST_HEAD, MAX_REQUEST_LINE
 
 log = logging.getLogger("coal_mine.access")
 
-_AUTH_KEY = re.compile(r"(auth_key=)[^&;\s\"]*")
-_BUSY = (b"HTTP/1.0 503 Service Unavailable\r\nContent-Type: application/json; charset=utf-8\r\n"
-         b"Connection: close\r\n\r\n"
-         b'{\n    "status": "error",\n    "error": "Server is busy; try again"\n}\n')
+_PARAMETER = re.compile(r"(?<=[?&;])([^=&;\s\"]*)=([^&;\s\"]*)")
+_MIN_SCRUBBED_SECRET = 6  # shorter secrets would blank out ordinary words
+_ACCEPTS_PER_ROUND = 64
 
 
-def redact(text: str) -> str:
-    """Hide the value of any auth_key parameter."""
-    return _AUTH_KEY.sub(r"\1<redacted>", text)
+def redact(text: str, secrets: Iterable[str] = ()) -> str:
+    """Hide the value of any auth_key parameter (however its name is spelled or
+    percent-encoded) and any occurrence of the given secrets."""
+
+    def hide(match: re.Match[str]) -> str:
+        name = unquote_plus(match.group(1)).strip().lower().replace("-", "_")
+        return f"{match.group(1)}=<redacted>" if name == "auth_key" else match.group(0)
+
+    text = _PARAMETER.sub(hide, text)
+    for secret in secrets:
+        if secret and len(secret) >= _MIN_SCRUBBED_SECRET:
+            for form in {secret, quote(secret, safe=""), quote_plus(secret)}:
+                text = text.replace(form, "<redacted>")
+    return text
+
+
+def error_response(status: str, message: str) -> bytes:
+    """A complete HTTP/1.0 JSON error response, for answers sent outside the WSGI app."""
+    body = json.dumps({"status": "error", "error": message}, indent=4).encode() + b"\n"
+    return (f"HTTP/1.0 {status}\r\nContent-Type: application/json; charset=utf-8\r\n"
+            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n").encode() + body
+
+
+_BUSY = error_response("503 Service Unavailable", "Server is busy; try again")
+_LINE_TOO_LONG = error_response(
+    "414 URI Too Long", f"Request line longer than {MAX_REQUEST_LINE} bytes")
+_HEAD_TOO_LARGE = error_response(
+    "431 Request Header Fields Too Large", f"Request head longer than {MAX_REQUEST_HEAD} bytes")
+
+
+def _head_complete(buffer: bytes | bytearray) -> bool:
+    """Whether the buffer holds the blank line that ends a request head."""
+    return b"\n\r\n" in buffer or b"\n\n" in buffer
+
+
+def _line_too_long(buffer: bytes | bytearray) -> bool:
+    end = buffer.find(b"\n")
+    return end > MAX_REQUEST_LINE if end >= 0 else len(buffer) > MAX_REQUEST_LINE
+
+
+class _HeadTooLarge(Exception):
+    """The client sent more than MAX_REQUEST_HEAD bytes before its blank line."""
+
+
+class _DeadlineReader(io.RawIOBase):
+    """A socket read with one deadline for the whole request head, not one per recv."""
+
+    def __init__(self, sock: socket.socket, deadline: float, limit: int) -> None:
+        self.sock, self.deadline, self.left = sock, deadline, limit
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        remaining = self.deadline - time.monotonic()
+        if remaining <= 0:
+            raise TimeoutError("request head not received in time")
+        if self.left <= 0:
+            raise _HeadTooLarge
+        self.sock.settimeout(remaining)
+        with memoryview(buffer) as view:
+            count = self.sock.recv_into(view[:self.left])
+        self.left -= count
+        return count
+
+
+class _SocketWriter(io.BufferedIOBase):
+    """Unbuffered writes straight to the socket (what wsgiref expects of wfile)."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        self.sock.sendall(data)
+        with memoryview(data) as view:
+            return view.nbytes
 
 
 class RequestHandler(WSGIRequestHandler):
-    """wsgiref's handler with a read timeout and a redacted access log."""
+    """wsgiref's handler, fed a complete request head, answering errors in JSON,
+    with a redacted access log. `timeout` bounds the head (HTTPS) and each write."""
 
     timeout = 10.0
     server_version = "CoalMine"
+    server: PooledWSGIServer
 
-    def log_message(self, format: str, *args: Any) -> None:
-        log.info("%s %s", self.client_address[0], redact(format % args))
+    def setup(self) -> None:
+        sock, head = self.request
+        self.connection = sock
+        deadline = time.monotonic() + self.timeout
+        sock.settimeout(self.timeout)
+        if head is None:  # HTTPS: handshake and head are read here, against one deadline
+            sock.do_handshake()
+            self.rfile: Any = io.BufferedReader(_DeadlineReader(sock, deadline, MAX_REQUEST_HEAD))
+        else:
+            self.rfile = io.BytesIO(head)
+        self.wfile: Any = _SocketWriter(sock)
 
     def handle(self) -> None:
         try:
-            super().handle()
-        except (TimeoutError, ConnectionError) as exc:
-            log.info("%s connection dropped: %s", self.client_address[0], exc)
+            self.raw_requestline = self.rfile.readline(MAX_REQUEST_LINE + 1)
+            if len(self.raw_requestline) > MAX_REQUEST_LINE:
+                self.requestline = self.request_version = self.command = ""
+                self.connection.sendall(_LINE_TOO_LONG)
+                return
+            if not self.raw_requestline or not self.parse_request():
+                return
+        except _HeadTooLarge:
+            self.connection.sendall(_HEAD_TOO_LARGE)
+            return
+        self.connection.settimeout(self.timeout)
+        handler = ServerHandler(self.rfile, self.wfile, self.get_stderr(), self.get_environ(),
+                                multithread=False)
+        handler.request_handler = self  # wsgiref logs through it
+        handler.run(self.server.get_app())
+
+    def get_environ(self) -> dict[str, Any]:
+        environ = super().get_environ()
+        if self.server.ssl_context is not None:
+            environ["HTTPS"] = "on"
+        return environ
+
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        """http.server's errors (bad request line, bad headers) as JSON, like the API's."""
+        short = self.responses.get(code, ("Error", ""))[0]
+        text = f"{code} {short}" + (f": {message}" if message and message != short else "")
+        self.log_error("code %d, message %s", code, message or short)
+        body = json.dumps({"status": "error", "error": text}, indent=4).encode() + b"\n"
+        self.send_response(code, short)
+        self.send_header("Content-Type", "application/json; charset=utf-8")
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Connection", "close")
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        log.info("%s %s", self.client_address[0], redact(format % args, self.server.secrets))
 
 
 class PooledWSGIServer(WSGIServer):
-    """A WSGIServer whose requests run on a fixed pool of worker threads."""
+    """A WSGIServer: one acceptor thread (serve_forever) and a fixed pool of worker threads.
+
+    `ssl_context` serves HTTPS; `secrets` are scrubbed from the access log.
+    """
 
     request_queue_size = 1024  # listen backlog, sized for bursts at the top of the hour
     allow_reuse_address = True
 
     def __init__(self, address: tuple[str, int], app: Any, *, workers: int = 16,
                  queue_size: int = 512, request_timeout: float = 10.0,
+                 max_pending: int = MAX_PENDING_CONNECTIONS,
+                 ssl_context: ssl.SSLContext | None = None, secrets: Iterable[str] = (),
                  handler_class: type[RequestHandler] = RequestHandler) -> None:
+        self._workers: list[threading.Thread] = []  # server_close() runs if binding fails
+        self._wake_read, self._wake_write = socket.socketpair()
         handler = type("Handler", (handler_class,), {"timeout": request_timeout})
         super().__init__(address, handler)
         self.set_app(app)
+        self.ssl_context = ssl_context
+        if ssl_context is not None:
+            self.socket = ssl_context.wrap_socket(self.socket, server_side=True,
+                                                  do_handshake_on_connect=False)
+        self.secrets = tuple(s for s in secrets if s)
+        self.request_timeout = request_timeout
+        self.max_pending = max_pending
         self._queue: queue.Queue = queue.Queue(maxsize=queue_size)
+        self._stopping = False
+        self._stopped = threading.Event()
         self._workers = [
             threading.Thread(target=self._work, name=f"http-worker-{i}", daemon=True)
             for i in range(workers)
@@ -73,30 +225,129 @@ class PooledWSGIServer(WSGIServer):
         self.server_name, self.server_port = str(host), port
         self.setup_environ()
 
-    def process_request(self, request: socket.socket, client_address: Any) -> None:
+    # --- acceptor ---------------------------------------------------------------------
+
+    def serve_forever(self, poll_interval: float = 0.5) -> None:
+        """Accept connections and collect request heads until shutdown()."""
+        self._stopped.clear()
+        selector = selectors.DefaultSelector()
+        # fd -> [socket, address, head bytes so far (None for HTTPS), deadline]
+        pending: dict[int, list[Any]] = {}
+        self.socket.setblocking(False)
+        selector.register(self.socket, selectors.EVENT_READ)
+        selector.register(self._wake_read, selectors.EVENT_READ)
         try:
-            self._queue.put_nowait((request, client_address))
-        except queue.Full:
-            log.warning("%s rejected: all workers busy", client_address[0])
+            while not self._stopping:
+                timeout = None
+                if pending:
+                    oldest = next(iter(pending.values()))
+                    timeout = max(0.0, oldest[3] - time.monotonic())
+                for key, _ in selector.select(timeout):
+                    if key.fileobj is self.socket:
+                        self._accept(selector, pending)
+                    elif key.fileobj is self._wake_read:
+                        self._wake_read.recv(64)
+                    elif key.fd in pending:
+                        self._read(selector, pending, key.fd)
+                now = time.monotonic()
+                while pending and next(iter(pending.values()))[3] <= now:
+                    self._drop(selector, pending, next(iter(pending)), b"")
+        finally:
+            for fd in list(pending):
+                self._drop(selector, pending, fd, b"")
+            selector.close()
+            self._stopped.set()
+
+    def shutdown(self) -> None:
+        """Stop serve_forever() and wait until it has returned."""
+        self._stopping = True
+        self._wake_write.send(b"x")
+        self._stopped.wait()
+
+    def _accept(self, selector: selectors.BaseSelector, pending: dict[int, list[Any]]) -> None:
+        for _ in range(_ACCEPTS_PER_ROUND):
             try:
-                request.settimeout(1.0)
-                request.sendall(_BUSY)
+                sock, address = self.socket.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:  # e.g. out of file descriptors
+                log.warning("accept failed: %s", exc)
+                if pending:
+                    self._drop(selector, pending, next(iter(pending)), _BUSY)
+                else:
+                    time.sleep(0.01)
+                return
+            if len(pending) >= self.max_pending:
+                # The oldest waiting connection has had the longest chance to send its request.
+                self._drop(selector, pending, next(iter(pending)), _BUSY)
+            sock.setblocking(False)
+            head = None if self.ssl_context is not None else bytearray()
+            pending[sock.fileno()] = [sock, address, head, time.monotonic() + self.request_timeout]
+            selector.register(sock, selectors.EVENT_READ)
+
+    def _read(self, selector: selectors.BaseSelector, pending: dict[int, list[Any]], fd: int) -> None:
+        sock, address, head, _ = pending[fd]
+        if head is not None:
+            try:
+                data = sock.recv(MAX_REQUEST_HEAD + 1 - len(head))
+            except (BlockingIOError, InterruptedError):
+                return
             except OSError:
-                pass
-            self.shutdown_request(request)
+                data = b""
+            if not data:
+                self._drop(selector, pending, fd, b"")
+                return
+            head += data
+            if _line_too_long(head):
+                self._drop(selector, pending, fd, _LINE_TOO_LONG)
+                return
+            if not _head_complete(head):
+                if len(head) > MAX_REQUEST_HEAD:
+                    self._drop(selector, pending, fd, _HEAD_TOO_LARGE)
+                return
+            head = bytes(head)
+        selector.unregister(sock)
+        del pending[fd]
+        try:
+            self._queue.put_nowait((sock, address, head))
+        except queue.Full:
+            log.warning("%s rejected: all workers busy", address[0])
+            self._reply_and_close(sock, _BUSY)
+
+    def _drop(self, selector: selectors.BaseSelector, pending: dict[int, list[Any]], fd: int,
+              reply: bytes) -> None:
+        sock = pending.pop(fd)[0]
+        selector.unregister(sock)
+        self._reply_and_close(sock, reply)
+
+    @staticmethod
+    def _reply_and_close(sock: socket.socket, reply: bytes) -> None:
+        """Best effort, never blocking: these replies fit in an empty socket buffer."""
+        try:
+            if reply and not isinstance(sock, ssl.SSLSocket):
+                sock.setblocking(False)
+                sock.send(reply)
+            sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        sock.close()
+
+    # --- workers ----------------------------------------------------------------------
 
     def _work(self) -> None:
         while True:
             item = self._queue.get()
             if item is None:
                 return
-            request, client_address = item
+            sock, client_address, head = item
             try:
-                self.finish_request(request, client_address)
+                self.finish_request((sock, head), client_address)
+            except (OSError, _HeadTooLarge) as exc:  # timeouts, resets, failed TLS handshakes
+                log.info("%s connection dropped: %s", client_address[0], exc)
             except Exception:  # noqa: BLE001 - one bad request must not kill a worker
-                self.handle_error(request, client_address)
+                self.handle_error(sock, client_address)
             finally:
-                self.shutdown_request(request)
+                self.shutdown_request(sock)
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         log.exception("Error while serving %s", client_address[0])
@@ -104,8 +355,9 @@ class PooledWSGIServer(WSGIServer):
     def server_close(self) -> None:
         """Stop accepting, let the workers finish what they hold, then close."""
         super().server_close()
-        workers = getattr(self, "_workers", [])  # absent when binding failed in __init__
-        for _ in workers:
+        for _ in self._workers:
             self._queue.put(None)
-        for worker in workers:
+        for worker in self._workers:
             worker.join(timeout=15)
+        self._wake_read.close()
+        self._wake_write.close()
