@@ -54,9 +54,48 @@ def setup_logging(config: LoggingConfig) -> None:
 
 
 def start_background(config: Config, logic: BusinessLogic) -> Callable[[], None]:
-    """Start deadline watching and notification sending; returns a function that stops them."""
-    log.warning("Deadline watching is not available in this build")
-    return _nothing
+    """Start deadline watching and notification sending; returns a function that stops them.
+
+    Writes made through `logic` in this process wake both threads at once; the
+    periodic rescan picks up writes made by other processes.
+    """
+    from coal_mine.notify import OutboxSender, SMTPNotifier
+    from coal_mine.watcher import Watcher
+
+    settings = config.watcher
+    watcher = Watcher(logic, rescan_interval=settings.rescan_interval,
+                      retry_max_delay=settings.retry_max_delay)
+    notifier = SMTPNotifier(config.email) if config.email.sender else None
+    if notifier is None:
+        log.warning("No email sender configured ([email] sender / EMAIL_SENDER): "
+                    "late and resumed notifications are recorded but not sent")
+    sender = OutboxSender(
+        logic.store, notifier, config.email.sender, clock=logic.clock,
+        rescan_interval=settings.rescan_interval, retry_max_delay=settings.retry_max_delay,
+        delayed_after=settings.delayed_after,
+        # Longer than one send can take (each SMTP step has the timeout), so a live
+        # sender never loses its lease; a dead one's lease expires within minutes.
+        lease_seconds=4 * config.email.timeout + 30)
+    previous = logic.on_change
+
+    def changed() -> None:
+        previous()
+        watcher.wake()
+        sender.wake()
+
+    logic.on_change = changed
+    watcher.start()
+    sender.start()
+    log.info("Deadline watcher and notification sender started (rescan every %g s)",
+             settings.rescan_interval)
+
+    def stop() -> None:
+        logic.on_change = previous
+        watcher.stop()
+        if sender.stop() and notifier is not None:
+            notifier.close()
+
+    return stop
 
 
 def _nothing() -> None:

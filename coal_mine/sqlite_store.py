@@ -106,6 +106,16 @@ def _row_to_canary(row: tuple, history: list[HistoryEntry] | None) -> Canary:
     )
 
 
+def _due_row_to_canary(row: tuple) -> Canary:
+    """Like _row_to_canary, but an emails value that cannot be decoded reads as [], so
+    one corrupt row cannot hide the other due canaries from the watcher (which
+    re-reads each canary with get() and so still meets the error, with its id)."""
+    try:
+        return _row_to_canary(row, None)
+    except ValueError:
+        return _row_to_canary((*row[:6], "[]", *row[7:]), None)
+
+
 def _row_to_notification(row: tuple) -> Notification:
     nid, canary_id, kind, created, payload, attempts, not_before = row
     return Notification(
@@ -389,7 +399,7 @@ class SQLiteStore(AbstractStore):
             "ORDER BY deadline LIMIT ?",
             (_to_db(now), limit),
         )
-        return [_row_to_canary(row, None) for row in rows]
+        return [_due_row_to_canary(row) for row in rows]
 
     # --- notification outbox -------------------------------------------------------
 

@@ -1,0 +1,187 @@
+"""Late and resumed email end to end: real server processes, real SQLite, real SMTP (aiosmtpd)."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections import Counter
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.helpers import ServerProcess
+from tests.smtp_sink import Received, SMTPSink
+
+PERIOD = 0.3
+
+
+def ini(smtp_port: int, db: Path | None = None) -> str:
+    text = (f"[email]\nsender = coal@example.net\nhost = 127.0.0.1\nport = {smtp_port}\ntimeout = 5\n"
+            "[watcher]\nrescan_interval = 0.2\nretry_max_delay = 0.4\n")
+    if db is not None:
+        text = f"[sqlite]\npath = {db}\n" + text
+    return text
+
+
+@pytest.fixture
+def sink() -> Iterator[SMTPSink]:
+    with SMTPSink() as server:
+        yield server
+
+
+def create(server: ServerProcess, name: str, periodicity: float = PERIOD,
+           emails: tuple[str, ...] = ("ops@example.com",)) -> dict[str, Any]:
+    status, body = server.call("create", name=name, periodicity=periodicity, email=list(emails))
+    assert status == 200, body
+    return body["canary"]
+
+
+def wait_until(condition: Any, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.02)
+
+
+def is_late(server: ServerProcess, cid: str) -> bool:
+    return server.call("get", id=cid)[1]["canary"]["late"]
+
+
+def events(messages: list[Received]) -> list[tuple[str, str]]:
+    return [(m.canary, m.event) for m in messages]
+
+
+def settle(sink: SMTPSink, count: int, extra: float = 1.0) -> list[Received]:
+    """Wait for `count` messages, then a while longer so that a duplicate would show."""
+    sink.wait_for(count)
+    time.sleep(extra)
+    return list(sink.messages)
+
+
+def test_late_then_resumed(tmp_path: Path, sink: SMTPSink) -> None:
+    with ServerProcess(tmp_path, ini_extra=ini(sink.port)) as server:
+        canary = create(server, "Nightly backup", emails=("ops@example.com", "dev@example.org"))
+        (late,) = sink.wait_for(1)
+        deadline = datetime.fromisoformat(canary["deadline"])
+        assert datetime.fromtimestamp(late.arrived, UTC) >= deadline
+        assert late.subject == "[LATE] Nightly backup has not reported"
+        assert late.message["From"] == "Coal Mine <coal@example.net>"
+        assert late.rcpt_tos == ["ops@example.com", "dev@example.org"]
+        assert late.message["Date"] and late.message["Message-ID"]
+        assert canary["deadline"] in late.body() and "Canary created" in late.body()
+        assert server.call("trigger", id=canary["id"], comment="back")[1]["recovered"] is True
+        _, resumed = sink.wait_for(2)
+        assert resumed.subject == "[RESUMED] Nightly backup is reporting again"
+        assert "Triggered (back)" in resumed.body()
+        log = server.log()
+    assert f"Canary {canary['id']} (Nightly backup) is late" in log
+    assert f"(canary {canary['id']}, late): sent to ops@example.com, dev@example.org" in log
+
+
+def test_smtp_down_then_back_all_events_in_order_once(tmp_path: Path) -> None:
+    sink = SMTPSink()  # not listening yet
+    with ServerProcess(tmp_path, ini_extra=ini(sink.port)) as server:
+        cid = create(server, "Flaky")["id"]
+        wait_until(lambda: is_late(server, cid))
+        server.call("trigger", id=cid)
+        wait_until(lambda: is_late(server, cid))
+        wait_until(lambda: "delivery failed" in server.log())
+        with sink:
+            got = settle(sink, 3)
+        log = server.log()
+    assert events(got) == [(cid, "late"), (cid, "resumed"), (cid, "late")]
+    assert "delivery failed (attempt 1, temporary)" in log
+
+
+def test_killed_while_pending_then_restarted(tmp_path: Path) -> None:
+    sink = SMTPSink()
+    server = ServerProcess(tmp_path, ini_extra=ini(sink.port)).start()
+    try:
+        cid = create(server, "Survivor")["id"]
+        wait_until(lambda: is_late(server, cid))
+        wait_until(lambda: "delivery failed" in server.log())
+        server.kill()
+        with sink:
+            server.start()
+            got = settle(sink, 1)
+    finally:
+        server.stop()
+    assert events(got) == [(cid, "late")]
+
+
+def test_two_background_processes_send_each_event_once(tmp_path: Path, sink: SMTPSink) -> None:
+    db = tmp_path / "shared.sqlite3"
+    web = ServerProcess(tmp_path / "web", ini_extra=ini(sink.port, db), args=("--web",))
+    workers = [ServerProcess(tmp_path / f"bg{i}", ini_extra=ini(sink.port, db), args=("--background",))
+               for i in range(2)]
+    with web:
+        for worker in workers:
+            worker.start()
+        try:
+            ids = [create(web, f"Job {i}", periodicity=0.5)["id"] for i in range(20)]
+            late = settle(sink, 20, extra=0.5)
+            for cid in ids:  # resumed, and never late again
+                assert web.call("update", id=cid, periodicity=3600)[0] == 200
+            got = settle(sink, 40)
+        finally:
+            for worker in workers:
+                worker.stop()
+        assert "sent to" not in web.log()  # --web only records
+    assert len(late) == 20
+    assert Counter(events(got)) == Counter([(cid, kind) for cid in ids for kind in ("late", "resumed")])
+    assert sum(worker.log().count("): sent to") for worker in workers) == 40
+
+
+def test_header_injection_through_the_api(tmp_path: Path, sink: SMTPSink) -> None:
+    with ServerProcess(tmp_path, ini_extra=ini(sink.port)) as server:
+        cid = create(server, "Evil\r\nBcc: evil@attacker.example\r\nX-Injected: yes")["id"]
+        (late,) = sink.wait_for(1)
+        server.call("trigger", id=cid, comment="x\r\nBcc: evil2@attacker.example")
+        _, resumed = sink.wait_for(2)
+    for message in (late, resumed):
+        assert message.rcpt_tos == ["ops@example.com"]
+        assert message.message["Bcc"] is None and message.message["X-Injected"] is None
+        headers = message.raw.split(b"\r\n\r\n", 1)[0]
+        assert b"\nBcc" not in headers and b"\nX-Injected" not in headers
+    assert late.subject == "[LATE] Evil Bcc: evil@attacker.example X-Injected: yes has not reported"
+
+
+def test_non_ascii_name_and_comment_delivered_intact(tmp_path: Path, sink: SMTPSink) -> None:
+    name = "Sauvegarde — Zürich ✓ 夜間"
+    with ServerProcess(tmp_path, ini_extra=ini(sink.port)) as server:
+        cid = create(server, name, emails=("équipe@example.com",))["id"]
+        sink.wait_for(1)
+        server.call("trigger", id=cid, comment="déjà vu ✓")
+        late, resumed = sink.wait_for(2)
+    assert late.subject == f"[LATE] {name} has not reported"
+    assert resumed.subject == f"[RESUMED] {name} is reporting again"
+    assert name in resumed.body() and "Triggered (déjà vu ✓)" in resumed.body()
+    assert late.rcpt_tos == ["équipe@example.com"]
+
+
+def test_corrupt_canary_row_does_not_stop_the_others(tmp_path: Path, sink: SMTPSink) -> None:
+    db = tmp_path / "db.sqlite3"
+    with ServerProcess(tmp_path, ini_extra=ini(sink.port, db)) as server:
+        corrupt = create(server, "Corrupt", periodicity=1.0)["id"]
+        odd = create(server, "Odd periodicity", periodicity=1.0)["id"]
+        good = create(server, "Good", periodicity=1.2)["id"]
+        with sqlite3.connect(db) as conn:
+            conn.execute("UPDATE canaries SET emails = '[\"unterminated' WHERE id = ?", (corrupt,))
+            conn.execute("UPDATE canaries SET periodicity = 'not a schedule' WHERE id = ?", (odd,))
+        got = settle(sink, 2)
+        wait_until(lambda: f"Canary {corrupt}: cannot check its deadline" in server.log())
+        later = create(server, "Later", periodicity=PERIOD)["id"]  # still watched afterwards
+        got = settle(sink, 3, extra=0.5)
+    assert sorted(events(got)) == sorted([(odd, "late"), (good, "late"), (later, "late")])
+
+
+def test_no_sender_keeps_events_pending(tmp_path: Path) -> None:
+    with ServerProcess(tmp_path, ini_extra="[watcher]\nrescan_interval = 0.2\n") as server:
+        cid = create(server, "Unsent")["id"]
+        wait_until(lambda: is_late(server, cid))
+        wait_until(lambda: "notification(s) pending and kept" in server.log())
+    with sqlite3.connect(tmp_path / "coal-mine.sqlite3") as conn:
+        assert conn.execute("SELECT canary_id, kind FROM notifications").fetchall() == [(cid, "late")]
