@@ -75,8 +75,9 @@ def _head_complete(buffer: bytes | bytearray) -> bool:
 
 
 def _line_too_long(buffer: bytes | bytearray) -> bool:
+    """Whether the request line, with its line end, is longer than MAX_REQUEST_LINE."""
     end = buffer.find(b"\n")
-    return end > MAX_REQUEST_LINE if end >= 0 else len(buffer) > MAX_REQUEST_LINE
+    return end + 1 > MAX_REQUEST_LINE if end >= 0 else len(buffer) > MAX_REQUEST_LINE
 
 
 class _HeadTooLarge(Exception):
@@ -126,6 +127,7 @@ class RequestHandler(WSGIRequestHandler):
 
     timeout = 10.0
     server_version = "CoalMine"
+    default_request_version = "HTTP/1.0"  # answer even garbage with a status line and headers
     server: PooledWSGIServer
 
     def setup(self) -> None:
