@@ -41,11 +41,20 @@ class SQLiteConfig:
 
 @dataclass(frozen=True)
 class MongoConfig:
+    """`options` go to MongoClient as they are; `source` names the hosts setting in errors."""
+
     hosts: str
     database: str | None = None
     username: str | None = None
     password: str | None = None
     options: Mapping[str, str] = field(default_factory=dict)
+    source: str = "[mongodb] hosts"
+
+    def setting_name(self, key: str | None) -> str:
+        """How to name a setting in an error ("hosts", "database" or an option key)."""
+        if key == "hosts" or (key == "database" and self.source != "[mongodb] hosts"):
+            return self.source
+        return f"[mongodb] {key}" if key else "[mongodb]"
 
 
 @dataclass(frozen=True)
@@ -199,7 +208,7 @@ def from_environment(environ: Mapping[str, str]) -> Config:
         raise ConfigError("SMTP_USERNAME and SMTP_PASSWORD must be given together")
     return Config(
         source="environment",
-        store=MongoConfig(hosts=environ["MONGODB_URI"]),
+        store=MongoConfig(hosts=environ["MONGODB_URI"].strip(), source="MONGODB_URI"),
         email=email,
         wsgi=_wsgi(getter(wsgi_names), where(wsgi_names)),
     )
@@ -249,8 +258,13 @@ def from_ini(path: str) -> Config:
             raise ConfigError(f"{path}: [mongodb] hosts is required")
         username, password = section.pop("username", None), section.pop("password", None)
         _pair("mongodb", username, password)
-        store = MongoConfig(hosts=hosts, database=section.pop("database", None) or None,
-                            username=username or None, password=password or None, options=section)
+        database = section.pop("database", None)
+        for key, value in section.items():
+            if not value.strip():
+                raise ConfigError(f"{path}: [mongodb] {key} is empty")
+        store = MongoConfig(hosts=hosts, database=database.strip() if database else None,
+                            username=username or None, password=password or None,
+                            options={key: value.strip() for key, value in section.items()})
     else:
         get = section_getter("sqlite")
         synchronous = get("synchronous")

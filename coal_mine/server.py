@@ -25,7 +25,17 @@ log = logging.getLogger("coal_mine")
 def open_store(config: Config) -> AbstractStore:
     """Open the configured store (SQLite unless MongoDB is configured)."""
     if isinstance(config.store, MongoConfig):
-        raise ConfigError("[mongodb] / MONGODB_URI: the MongoDB store is not available in this build")
+        from coal_mine.mongo_store import MongoSettingsError, MongoStore
+
+        settings = config.store
+        try:
+            # Validates every setting now; the client connects on first use.
+            mongo = MongoStore.from_settings(settings.hosts, settings.database, settings.username,
+                                             settings.password, settings.options)
+        except MongoSettingsError as exc:
+            raise ConfigError(f"{settings.setting_name(exc.setting)}: {exc}") from None
+        log.info("Using MongoDB database %s", mongo.db.name)
+        return mongo
     from coal_mine.sqlite_store import SQLiteStore
 
     path = os.path.abspath(config.store.path)

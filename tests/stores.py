@@ -2,20 +2,115 @@
 
 Add a store here and the whole contract suite (and everything else that uses
 the `store` fixture) runs against it.
+
+"mongomock" runs the MongoDB store on mongomock, behind `SerializedDatabase`
+(see there). "mongodb" runs it on a live server named by the environment
+variable COAL_MINE_TEST_MONGODB_URI, in a throw-away database per test; without
+the variable those tests are skipped with that reason.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import os
+import threading
+import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 from coal_mine.abstract_store import AbstractStore
 from coal_mine.memory_store import MemoryStore
+from coal_mine.mongo_store import MongoStore
 from coal_mine.sqlite_store import SQLiteStore
 
 StoreFactory = Callable[[Path], AbstractStore]
+MONGODB_URI_VARIABLE = "COAL_MINE_TEST_MONGODB_URI"
+
+
+class SerializedCollection:
+    """A mongomock collection whose every operation runs alone.
+
+    mongomock is not thread-safe: its update_one reads, changes and writes back
+    a document without any lock, so two threads can lose each other's change.
+    A MongoDB server makes each single-document operation atomic; this lock
+    provides exactly that and nothing more (a cursor is read to the end inside
+    the lock). Races between two operations of the store stay fully possible,
+    which is what the concurrency tests exercise.
+    """
+
+    def __init__(self, collection: Any, lock: threading.RLock) -> None:
+        self._collection = collection
+        self._lock = lock
+
+    def __getattr__(self, name: str) -> Any:
+        attribute = getattr(self._collection, name)
+        if not callable(attribute):
+            return attribute
+
+        def locked(*args: Any, **kwargs: Any) -> Any:
+            with self._lock:
+                result = attribute(*args, **kwargs)
+                if name in ("find", "aggregate"):
+                    return iter(list(result))
+                return result
+
+        return locked
+
+
+class SerializedDatabase:
+    """A mongomock database handing out SerializedCollections (one lock per database)."""
+
+    def __init__(self, database: Any) -> None:
+        self.database = database
+        self._lock = threading.RLock()
+
+    def __getitem__(self, name: str) -> SerializedCollection:
+        return SerializedCollection(self.database[name], self._lock)
+
+
+def mongomock_database() -> SerializedDatabase:
+    import mongomock
+
+    return SerializedDatabase(mongomock.MongoClient(tz_aware=True)["coal_mine"])
+
+
+def mongomock_store(tmp: Path | None = None) -> MongoStore:
+    """A MongoStore on a fresh mongomock database, with its indexes."""
+    store = MongoStore(mongomock_database(), retry_delays=())
+    store.ensure_indexes()
+    return store
+
+
+class _ThrowAwayMongoStore(MongoStore):
+    """A store in its own database on the live test server, dropped at close()."""
+
+    def close(self) -> None:
+        self._client.drop_database(self.db.name)
+        super().close()
+
+
+def live_mongodb_store(tmp: Path | None = None) -> MongoStore:
+    """A MongoStore on the server named by COAL_MINE_TEST_MONGODB_URI (skips without it)."""
+    uri = os.environ.get(MONGODB_URI_VARIABLE)
+    if not uri:
+        pytest.skip(f"{MONGODB_URI_VARIABLE} is not set: no live MongoDB server to test against")
+    built = MongoStore.from_settings(uri, database=f"coal_mine_test_{uuid.uuid4().hex[:12]}")
+    store = _ThrowAwayMongoStore(built.db, client=built._client)
+    store.ensure_indexes()
+    return store
+
+
+def mongo_factories() -> Iterator[tuple[str, Callable[[], MongoStore]]]:
+    """The MongoDB stores to run Mongo-specific tests on (live one skipped without a server)."""
+    yield "mongomock", mongomock_store
+    yield "mongodb", live_mongodb_store
+
 
 STORE_FACTORIES: dict[str, StoreFactory] = {
     "memory": lambda tmp: MemoryStore(),
     "sqlite": lambda tmp: SQLiteStore(str(tmp / "contract.sqlite3")),
+    "mongomock": mongomock_store,
+    "mongodb": live_mongodb_store,
 }
