@@ -361,3 +361,62 @@ def test_several_claimers_send_each_notification_once(mongo: MongoStore) -> None
     for c in range(canaries):
         assert [seq for cid, seq, _ in sent if cid == chr(97 + c) * 8] == list(range(per_canary))
     assert mongo.pending_notifications() == []
+
+
+def test_delete_keeps_leases_and_order_of_pending_messages(mongo: MongoStore) -> None:
+    mongo.create(canary())
+    for seq in range(3):
+        mongo.update("aaaaaaaa", {"late": seq % 2 == 0},
+                     notifications=[NewNotification("late", T0 + timedelta(seconds=seq), {"seq": seq})])
+    lease = T0 + timedelta(minutes=5)
+    held = mongo.claim_notification(T0 + timedelta(seconds=5), "w1", lease)
+    assert mongo.delete("aaaaaaaa") and mongo.get("aaaaaaaa") is None
+    # Still leased by w1 after the move, and the later ones wait behind it.
+    assert mongo.claim_notification(T0 + timedelta(seconds=5), "w2", lease) is None
+    assert mongo.next_notification_time() == lease
+    mongo.retry_notification(held, "w1", T0 + timedelta(seconds=10))
+    again = mongo.claim_notification(T0 + timedelta(seconds=10), "w2", lease)
+    assert (again.id, again.attempts, again.payload) == (held.id, 1, {"seq": 0})
+    mongo.complete_notification(again, "w2")
+    rest = []
+    while (note := mongo.claim_notification(T0 + timedelta(seconds=10), "w2", lease)) is not None:
+        rest.append(note.payload["seq"])
+        mongo.complete_notification(note, "w2")
+    assert rest == [1, 2] and mongo.pending_notifications() == []
+    assert mongo.side.count_documents({}) == 0
+
+
+def test_delete_racing_a_new_message_moves_it_too(flaky) -> None:
+    store, wrapper, _ = flaky
+    store.create(canary())
+    store.update("aaaaaaaa", {"late": True}, notifications=[NewNotification("late", T0, {"seq": 0})])
+    real_delete = store.db["canaries"].delete_one
+    raced = []
+
+    def delete_after_a_concurrent_write(query: dict) -> Any:
+        if not raced:  # another process records a message between our read and our delete
+            raced.append(store.update("aaaaaaaa", {"late": False}, notifications=[
+                NewNotification("resumed", T0 + timedelta(seconds=1), {"seq": 1})]))
+        return real_delete(query)
+
+    wrapper.delete_one = delete_after_a_concurrent_write
+    assert store.delete("aaaaaaaa") and raced == [True]
+    assert [n.payload["seq"] for n in store.pending_notifications()] == [0, 1]
+    assert store.side.count_documents({"staged": True}) == 0
+
+
+def test_delete_gives_up_when_messages_never_settle(flaky) -> None:
+    store, wrapper, _ = flaky
+    store.create(canary())
+    store.update("aaaaaaaa", {"late": True}, notifications=[NewNotification("late", T0, {"seq": 0})])
+    counter = iter(range(1, 1000))
+
+    def always_raced(query: dict) -> Any:
+        store.update("aaaaaaaa", {}, notifications=[NewNotification("late", T0, {"seq": next(counter)})])
+        return store.db["canaries"].delete_one(query)
+
+    wrapper.delete_one = always_raced
+    with pytest.raises(StoreUnavailableError, match="try the delete again"):
+        store.delete("aaaaaaaa")
+    assert store.get("aaaaaaaa") is not None
+    assert store.side.count_documents({}) == 0  # no copies left behind
