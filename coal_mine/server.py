@@ -7,6 +7,7 @@ import logging
 import logging.handlers
 import os
 import signal
+import ssl
 import sys
 import threading
 from collections.abc import Callable, Sequence
@@ -15,7 +16,7 @@ from coal_mine.abstract_store import AbstractStore
 from coal_mine.api import Api
 from coal_mine.business_logic import BusinessLogic
 from coal_mine.clock import Clock
-from coal_mine.config import Config, ConfigError, LoggingConfig, MongoConfig, load_config
+from coal_mine.config import Config, ConfigError, LoggingConfig, MongoConfig, WsgiConfig, load_config
 from coal_mine.http_server import PooledWSGIServer
 from coal_mine.models import CoalMineError
 
@@ -117,7 +118,21 @@ def make_app(config_path: str | None = None) -> Api:
     `gunicorn 'coal_mine.server:make_app()'`. Serves HTTP only, like `--web`."""
     config = load_config(config_path)
     logic = BusinessLogic(open_store(config), Clock())
-    return Api(logic, auth_key=config.wsgi.auth_key)
+    return Api(logic, auth_key=config.wsgi.auth_key, read_only_auth_key=config.wsgi.read_only_auth_key)
+
+
+def make_ssl_context(wsgi: WsgiConfig) -> ssl.SSLContext | None:
+    """The server's TLS context for [wsgi] certfile/keyfile (TLS 1.2 or later), or None."""
+    if not wsgi.certfile:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        context.load_cert_chain(wsgi.certfile, wsgi.keyfile)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(f"[wsgi] certfile/keyfile ({wsgi.certfile}, {wsgi.keyfile}): "
+                          f"cannot load the certificate and key: {exc}") from None
+    return context
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -166,17 +181,29 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not args.background:
             port = config.wsgi.port if args.port is None else args.port
             host = config.wsgi.host if args.host is None else args.host
+            wsgi = config.wsgi
+            try:
+                ssl_context = make_ssl_context(wsgi)
+            except ConfigError as exc:
+                print(f"coal-mine: configuration error: {exc}", file=sys.stderr)
+                return 2
             try:
                 httpd = PooledWSGIServer(
-                    (host, port), Api(logic, auth_key=config.wsgi.auth_key),
-                    workers=config.wsgi.workers, request_timeout=config.wsgi.request_timeout)
+                    (host, port), Api(logic, auth_key=wsgi.auth_key,
+                                      read_only_auth_key=wsgi.read_only_auth_key),
+                    workers=wsgi.workers, request_timeout=wsgi.request_timeout,
+                    ssl_context=ssl_context,
+                    secrets=[k for k in (wsgi.auth_key, wsgi.read_only_auth_key) if k])
             except OSError as exc:
                 print(f"coal-mine: cannot listen on {host or '*'}:{port}: {exc.strerror or exc}"
                       " (choose another with --port or [wsgi] port)", file=sys.stderr)
                 return 2
-            if not config.wsgi.auth_key:
+            if not wsgi.auth_key:
                 log.warning("Server authentication DISABLED (no [wsgi] auth_key)")
-            log.info("Listening on %s:%d", host or "*", httpd.server_address[1])
+                if wsgi.read_only_auth_key:
+                    log.warning("[wsgi] read_only_auth_key has no effect without [wsgi] auth_key")
+            log.info("Listening on %s:%d (%s)", host or "*", httpd.server_address[1],
+                     "HTTPS" if ssl_context else "HTTP")
             threading.Thread(target=httpd.serve_forever, name="http-accept", daemon=True).start()
         stop.wait()
         log.info("Shutting down")
