@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -32,3 +33,11 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[AbstractSt
     instance = STORE_FACTORIES[request.param](tmp_path)
     yield instance
     instance.close()
+
+
+def pytest_report_header() -> str:
+    """Say up front whether the live-MongoDB variants run (they skip without a server)."""
+    uri = os.environ.get("COAL_MINE_TEST_MONGODB_URI")
+    if uri:
+        return "live MongoDB tests: against COAL_MINE_TEST_MONGODB_URI"
+    return "live MongoDB tests: skipped (COAL_MINE_TEST_MONGODB_URI is not set; no MongoDB server here)"
