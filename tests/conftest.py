@@ -35,9 +35,11 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[AbstractSt
     instance.close()
 
 
-def pytest_report_header() -> str:
-    """Say up front whether the live-MongoDB variants run (they skip without a server)."""
-    uri = os.environ.get("COAL_MINE_TEST_MONGODB_URI")
-    if uri:
-        return "live MongoDB tests: against COAL_MINE_TEST_MONGODB_URI"
-    return "live MongoDB tests: skipped (COAL_MINE_TEST_MONGODB_URI is not set; no MongoDB server here)"
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Say in one line whether the live-MongoDB variants ran (without a server they skip)."""
+    if os.environ.get("COAL_MINE_TEST_MONGODB_URI"):
+        terminalreporter.write_line("live MongoDB tests: ran against COAL_MINE_TEST_MONGODB_URI")
+    else:
+        terminalreporter.write_line("live MongoDB tests: skipped, COAL_MINE_TEST_MONGODB_URI is not set "
+                                    "(no MongoDB server on this machine); mongomock variants ran")
