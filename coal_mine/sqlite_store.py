@@ -415,14 +415,18 @@ class SQLiteStore(AbstractStore):
     def earliest_deadline(self) -> datetime | None:
         with self._read() as conn:
             row = conn.execute(
-                "SELECT MIN(deadline) FROM canaries WHERE paused = 0 AND late = 0"
+                "SELECT MIN(deadline) FROM canaries INDEXED BY canaries_watched "
+                "WHERE paused = 0 AND late = 0"
             ).fetchone()
         return _from_db(row[0])
 
     def due_canaries(self, now: datetime, limit: int) -> list[Canary]:
         with self._read() as conn:
             rows = conn.execute(
-                f"SELECT {_CANARY_COLUMNS} FROM canaries WHERE paused = 0 AND late = 0 AND deadline < ? "
+                # Without INDEXED BY the planner picks the (paused, late) index and reads
+                # every watched canary: milliseconds per call at 100,000 canaries.
+                f"SELECT {_CANARY_COLUMNS} FROM canaries INDEXED BY canaries_watched "
+                "WHERE paused = 0 AND late = 0 AND deadline < ? "
                 "ORDER BY deadline LIMIT ?",
                 (_to_db(now), limit),
             ).fetchall()
