@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 
 from coal_mine.abstract_store import AbstractStore
+from coal_mine.business_logic import BusinessLogic
+from coal_mine.clock import FakeClock
 from tests.helpers import ServerProcess
 from tests.stores import STORE_FACTORIES
 
@@ -34,6 +36,18 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[AbstractSt
     yield instance
     instance.close()
 
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    """A clock that moves only when the test says so."""
+    return FakeClock()
+
+
+@pytest.fixture
+def logic(store: AbstractStore, clock: FakeClock) -> BusinessLogic:
+    """The business rules on each store in turn, with the fake clock."""
+    return BusinessLogic(store, clock)
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:

@@ -13,16 +13,6 @@ from coal_mine.clock import FakeClock
 from coal_mine.models import AlreadyExistsError, BadRequestError, CanaryNotFoundError
 
 
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
-def logic(store: AbstractStore, clock: FakeClock) -> BusinessLogic:
-    return BusinessLogic(store, clock)
-
-
 @pytest.mark.parametrize("name, slug", [
     ("My First Canary", "my-first-canary"),
     ("a - b _ c\td", "a-b-c-d"),

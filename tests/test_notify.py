@@ -256,16 +256,6 @@ class FakeNotifier(Notifier):
         return [(str(m["X-Coal-Mine-Canary"]), str(m["X-Coal-Mine-Event"])) for m in self.sent]
 
 
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
-def logic(store: AbstractStore, clock: FakeClock) -> BusinessLogic:
-    return BusinessLogic(store, clock)
-
-
 def go_late(logic: BusinessLogic, clock: FakeClock, *names: str, period: float = 10) -> list[str]:
     ids = [logic.create(name, period, emails=[f"{name.lower()}@example.com"]).id for name in names]
     clock.advance(period + 0.001)

@@ -19,16 +19,6 @@ from coal_mine.sqlite_store import SQLiteStore
 from coal_mine.watcher import Watcher
 
 
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
-def logic(store: AbstractStore, clock: FakeClock) -> BusinessLogic:
-    return BusinessLogic(store, clock)
-
-
 def kinds(store: AbstractStore) -> list[tuple[str, str]]:
     return [(n.canary_id, n.kind) for n in store.pending_notifications()]
 
