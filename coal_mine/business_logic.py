@@ -167,12 +167,14 @@ class BusinessLogic:
     def _expect(canary: Canary) -> dict[str, Any]:
         return {"late": canary.late, "paused": canary.paused, "deadline": canary.deadline}
 
-    def _retry(self, attempt: Callable[[], Any]) -> Any:
-        """Run an optimistic read-then-conditional-write until no one else wrote in between."""
+    def _retry(self, attempt: Callable[[], Any], *, wake: bool = True) -> Any:
+        """Run an optimistic read-then-conditional-write until no one else wrote in between;
+        then tell watchers in this process (`on_change`), unless `wake` is False."""
         for _ in range(_CONFLICT_RETRIES):
             result = attempt()
             if result is not None:
-                self.on_change()
+                if wake:
+                    self.on_change()
                 return result
         raise StoreUnavailableError("The canary is changing too fast; try again")
 
@@ -305,9 +307,16 @@ class BusinessLogic:
                 prune=self._prune_policy(now),
                 notifications=notifications,
             )
-            return (canary.late, canary.paused) if ok else None
+            if not ok:
+                return None
+            # The usual trigger only moves a watched canary's deadline later and
+            # records nothing to send: the watcher's plan still holds, so waking
+            # it (and the sender) would be work on the hot path for nothing.
+            if canary.late or canary.paused or canary.deadline is None or deadline < canary.deadline:
+                self.on_change()
+            return canary.late, canary.paused
 
-        return self._retry(attempt)
+        return self._retry(attempt, wake=False)
 
     def pause(self, canary_id: str, comment: str = "") -> Canary:
         """Stop watching the canary; its late flag stays as it is."""

@@ -194,10 +194,25 @@ def test_list_search(logic: BusinessLogic) -> None:
 def test_on_change_called_after_writes(store: AbstractStore, clock: FakeClock) -> None:
     calls = []
     logic = BusinessLogic(store, clock, on_change=lambda: calls.append(1))
-    cid = logic.create("Job", 60).id
-    logic.trigger(cid)
+    cid = logic.create("Job", 60, paused=True).id
+    logic.trigger(cid)  # was paused: now watched, the watcher must plan for it
     logic.update(cid, description="x")
     logic.pause(cid)
     logic.unpause(cid)
     logic.delete(cid)
     assert len(calls) == 6
+
+
+def test_plain_trigger_does_not_wake_the_watcher(store: AbstractStore, clock: FakeClock) -> None:
+    calls = []
+    logic = BusinessLogic(store, clock, on_change=lambda: calls.append(1))
+    cid = logic.create("Job", 60, emails=["a@b"]).id
+    calls.clear()
+    clock.advance(10)
+    logic.trigger(cid)  # deadline moves later, nothing to send: the watcher's plan holds
+    assert calls == []
+    clock.advance(61)
+    logic.mark_late(store.due_canaries(clock.now(), 1)[0])
+    calls.clear()
+    logic.trigger(cid)  # recovered: a resumed message is waiting to be sent
+    assert calls == [1]
