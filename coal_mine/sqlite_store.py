@@ -25,7 +25,7 @@ from coal_mine.models import (
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICRO = timedelta(microseconds=1)
 
@@ -67,6 +67,13 @@ _MIGRATIONS = [
         lease_until INTEGER
     ) STRICT;
     CREATE INDEX notifications_by_canary ON notifications (canary_id, nid);
+    """,
+    # 2: the time of each canary's oldest history entry, so that a trigger knows
+    # without a query whether the age rule could prune anything.
+    """
+    ALTER TABLE canaries ADD COLUMN history_oldest INTEGER;
+    UPDATE canaries SET history_oldest =
+        (SELECT MIN(ts) FROM history WHERE history.canary_seq = canaries.seq);
     """,
 ]
 
@@ -236,7 +243,8 @@ class SQLiteStore(AbstractStore):
             with self._write() as conn:
                 seq = conn.execute(
                     "INSERT INTO canaries (id, name, slug, periodicity, description, emails, "
-                    "paused, late, deadline, history_count) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                    "paused, late, deadline, history_count, history_oldest) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
                     "RETURNING seq",
                     (
                         canary.id,
@@ -249,6 +257,7 @@ class SQLiteStore(AbstractStore):
                         int(canary.late),
                         _to_db(canary.deadline),
                         len(history),
+                        _to_db(min((ts for ts, _ in history), default=None)),
                     ),
                 ).fetchone()[0]
                 conn.executemany(
@@ -307,6 +316,8 @@ class SQLiteStore(AbstractStore):
             params.append(_column_value(name, value))
         if history is not None:
             sets.append("history_count = history_count + 1")
+            sets.append("history_oldest = MIN(COALESCE(history_oldest, ?), ?)")
+            params += [_to_db(history[0])] * 2
         where, where_params = ["id = ?"], [canary_id]
         for name, value in expect.items():
             if name not in CANARY_FIELDS:
@@ -318,21 +329,21 @@ class SQLiteStore(AbstractStore):
                 where_params.append(_column_value(name, value))
         sql = (
             f"UPDATE canaries SET {', '.join(sets) or 'seq = seq'} WHERE {' AND '.join(where)} "
-            "RETURNING seq, history_count"
+            "RETURNING seq, history_count, history_oldest"
         )
         try:
             with self._write() as conn:
                 row = conn.execute(sql, params + where_params).fetchone()
                 if row is None:
                     return False
-                seq, count = row
+                seq, count, oldest = row
                 if history is not None:
                     conn.execute(
                         "INSERT INTO history (canary_seq, ts, comment) VALUES (?, ?, ?)",
                         (seq, _to_db(history[0]), history[1]),
                     )
                     if prune is not None:
-                        self._prune(conn, seq, count, prune)
+                        self._prune(conn, seq, count, _from_db(oldest), prune)
                 for new in notifications:
                     conn.execute(
                         "INSERT INTO notifications (canary_id, kind, created, payload, not_before) "
@@ -345,10 +356,15 @@ class SQLiteStore(AbstractStore):
         return True
 
     @staticmethod
-    def _prune(conn: sqlite3.Connection, seq: int, count: int, policy: PrunePolicy) -> None:
-        """Delete the oldest entries by index range; never reads the whole history."""
+    def _prune(conn: sqlite3.Connection, seq: int, count: int, oldest: datetime | None,
+               policy: PrunePolicy) -> None:
+        """Delete the oldest entries by index range; never reads the whole history.
+
+        The usual trigger costs no statement here: the canary row says how many
+        entries there are and how old the oldest is.
+        """
         remaining = count
-        if remaining > policy.min_entries:
+        if remaining > policy.min_entries and oldest is not None and oldest < policy.older_than:
             remaining -= conn.execute(
                 "DELETE FROM history WHERE hid IN (SELECT hid FROM history WHERE canary_seq = ? "
                 "AND ts < ? ORDER BY ts, hid LIMIT ?)",
@@ -361,7 +377,10 @@ class SQLiteStore(AbstractStore):
                 (seq, remaining - policy.max_entries),
             ).rowcount
         if remaining != count:
-            conn.execute("UPDATE canaries SET history_count = ? WHERE seq = ?", (remaining, seq))
+            conn.execute(
+                "UPDATE canaries SET history_count = ?, history_oldest = "
+                "(SELECT MIN(ts) FROM history WHERE canary_seq = ?) WHERE seq = ?",
+                (remaining, seq, seq))
 
     def delete(self, canary_id: str) -> bool:
         with self._write() as conn:

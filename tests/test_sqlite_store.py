@@ -1,0 +1,65 @@
+"""SQLite-specific behaviour: schema versions and migrations."""
+
+from __future__ import annotations
+
+import sqlite3
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from coal_mine.models import PrunePolicy, StoreUnavailableError
+from coal_mine.sqlite_store import _MIGRATIONS, SCHEMA_VERSION, SQLiteStore
+
+T0 = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
+MICRO = timedelta(microseconds=1)
+
+
+def micros(dt: datetime) -> int:
+    return (dt - datetime(1970, 1, 1, tzinfo=UTC)) // MICRO
+
+
+def version_1_database(path: Path, entries: int) -> None:
+    """A database as schema version 1 left it: one canary with `entries` history rows."""
+    conn = sqlite3.connect(path)
+    for statement in _MIGRATIONS[0].split(";"):
+        if statement.strip():
+            conn.execute(statement)
+    conn.execute("INSERT INTO canaries (id, name, slug, periodicity, deadline, history_count) "
+                 "VALUES ('aaaaaaaa', 'Old', 'old', 60.0, ?, ?)", (micros(T0), entries))
+    conn.executemany("INSERT INTO history (canary_seq, ts, comment) VALUES (1, ?, ?)",
+                     [(micros(T0 - timedelta(days=10, seconds=i)), f"e{i}") for i in range(entries)])
+    conn.execute("PRAGMA user_version = 1")
+    conn.commit()
+    conn.close()
+
+
+def test_migrates_a_version_1_database(tmp_path: Path) -> None:
+    path = tmp_path / "old.sqlite3"
+    version_1_database(path, entries=150)
+    store = SQLiteStore(str(path))
+    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
+    canary = store.get("aaaaaaaa")
+    assert len(canary.history) == 150 and canary.history[0][1] == "e0"
+    # The migrated oldest-entry time drives pruning: everything is 10 days old.
+    policy = PrunePolicy(max_entries=1000, min_entries=100, older_than=T0 - timedelta(days=7))
+    assert store.update("aaaaaaaa", {}, history=(T0, "new"), prune=policy)
+    kept = store.get("aaaaaaaa").history
+    assert len(kept) == 100 and kept[0] == (T0, "new") and kept[-1][1] == "e98"
+    store.close()
+
+
+def test_refuses_a_newer_schema(tmp_path: Path) -> None:
+    path = tmp_path / "future.sqlite3"
+    SQLiteStore(str(path)).close()
+    conn = sqlite3.connect(path)
+    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    conn.commit()
+    conn.close()
+    with pytest.raises(StoreUnavailableError, match="newer"):
+        SQLiteStore(str(path))
+
+
+def test_unopenable_path_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(StoreUnavailableError):
+        SQLiteStore(str(tmp_path / "no-such-dir" / "x.sqlite3"))
