@@ -3,10 +3,10 @@
 One acceptor thread owns the listening socket and every connection that has
 not yet sent its whole request head. It reads them without blocking (a
 selector), so an idle or trickling client costs a file descriptor and a small
-buffer, never a worker. A connection goes to the fixed pool of workers only
-once its request line and headers are complete (for HTTPS: once the client has
-sent its first bytes; the worker then does the handshake and reads the head
-against one deadline). Past the limits in coal_mine.limits the client gets an
+buffer, never a worker. With HTTPS it does the TLS handshake the same way. A
+connection goes to the fixed pool of workers only once its request line and
+headers are complete, all within one deadline (request_timeout) from its
+accept; workers never wait for a client to speak. Past the limits in coal_mine.limits the client gets an
 immediate JSON error: 414 (request line), 431 (head), 503 (all workers busy).
 When too many connections are waiting for their head, the oldest is dropped,
 so a flood of idle connections cannot lock new clients out.
@@ -37,6 +37,8 @@ log = logging.getLogger("coal_mine.access")
 _PARAMETER = re.compile(r"(?<=[?&;])([^=&;\s\"]*)=([^&;\s\"]*)")
 _MIN_SCRUBBED_SECRET = 6  # shorter secrets would blank out ordinary words
 _ACCEPTS_PER_ROUND = 64
+# A waiting connection's TLS state: none, handshake under way, handshake done.
+_PLAIN, _HANDSHAKE, _OPEN = "plain", "handshake", "open"
 
 
 def redact(text: str, secrets: Iterable[str] = ()) -> str:
@@ -80,32 +82,6 @@ def _line_too_long(buffer: bytes | bytearray) -> bool:
     return end + 1 > MAX_REQUEST_LINE if end >= 0 else len(buffer) > MAX_REQUEST_LINE
 
 
-class _HeadTooLarge(Exception):
-    """The client sent more than MAX_REQUEST_HEAD bytes before its blank line."""
-
-
-class _DeadlineReader(io.RawIOBase):
-    """A socket read with one deadline for the whole request head, not one per recv."""
-
-    def __init__(self, sock: socket.socket, deadline: float, limit: int) -> None:
-        self.sock, self.deadline, self.left = sock, deadline, limit
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: Any) -> int:
-        remaining = self.deadline - time.monotonic()
-        if remaining <= 0:
-            raise TimeoutError("request head not received in time")
-        if self.left <= 0:
-            raise _HeadTooLarge
-        self.sock.settimeout(remaining)
-        with memoryview(buffer) as view:
-            count = self.sock.recv_into(view[:self.left])
-        self.left -= count
-        return count
-
-
 class _SocketWriter(io.BufferedIOBase):
     """Unbuffered writes straight to the socket (what wsgiref expects of wfile)."""
 
@@ -123,7 +99,7 @@ class _SocketWriter(io.BufferedIOBase):
 
 class RequestHandler(WSGIRequestHandler):
     """wsgiref's handler, fed a complete request head, answering errors in JSON,
-    with a redacted access log. `timeout` bounds the head (HTTPS) and each write."""
+    with a redacted access log. `timeout` bounds each write."""
 
     timeout = 10.0
     server_version = "CoalMine"
@@ -133,28 +109,18 @@ class RequestHandler(WSGIRequestHandler):
     def setup(self) -> None:
         sock, head = self.request
         self.connection = sock
-        deadline = time.monotonic() + self.timeout
         sock.settimeout(self.timeout)
-        if head is None:  # HTTPS: handshake and head are read here, against one deadline
-            sock.do_handshake()
-            self.rfile: Any = io.BufferedReader(_DeadlineReader(sock, deadline, MAX_REQUEST_HEAD))
-        else:
-            self.rfile = io.BytesIO(head)
+        self.rfile: Any = io.BytesIO(head)
         self.wfile: Any = _SocketWriter(sock)
 
     def handle(self) -> None:
-        try:
-            self.raw_requestline = self.rfile.readline(MAX_REQUEST_LINE + 1)
-            if len(self.raw_requestline) > MAX_REQUEST_LINE:
-                self.requestline = self.request_version = self.command = ""
-                self.connection.sendall(_LINE_TOO_LONG)
-                return
-            if not self.raw_requestline or not self.parse_request():
-                return
-        except _HeadTooLarge:
-            self.connection.sendall(_HEAD_TOO_LARGE)
+        self.raw_requestline = self.rfile.readline(MAX_REQUEST_LINE + 1)
+        if len(self.raw_requestline) > MAX_REQUEST_LINE:
+            self.requestline = self.request_version = self.command = ""
+            self.connection.sendall(_LINE_TOO_LONG)
             return
-        self.connection.settimeout(self.timeout)
+        if not self.raw_requestline or not self.parse_request():
+            return
         handler = ServerHandler(self.rfile, self.wfile, self.get_stderr(), self.get_environ(),
                                 multithread=False)
         handler.request_handler = self  # wsgiref logs through it
@@ -233,7 +199,8 @@ class PooledWSGIServer(WSGIServer):
         """Accept connections and collect request heads until shutdown()."""
         self._stopped.clear()
         selector = selectors.DefaultSelector()
-        # fd -> [socket, address, head bytes so far (None for HTTPS), deadline]
+        # fd -> [socket, address, head bytes so far, deadline, TLS state (_PLAIN, _HANDSHAKE,
+        # _OPEN), events the selector waits for]; in accept order, so the oldest comes first.
         pending: dict[int, list[Any]] = {}
         self.socket.setblocking(False)
         selector.register(self.socket, selectors.EVENT_READ)
@@ -283,16 +250,29 @@ class PooledWSGIServer(WSGIServer):
                 # The oldest waiting connection has had the longest chance to send its request.
                 self._drop(selector, pending, next(iter(pending)), _BUSY)
             sock.setblocking(False)
-            head = None if self.ssl_context is not None else bytearray()
-            pending[sock.fileno()] = [sock, address, head, time.monotonic() + self.request_timeout]
+            # The listening socket is wrapped, so with HTTPS `sock` is an SSLSocket whose
+            # handshake has not started.
+            state = _PLAIN if self.ssl_context is None else _HANDSHAKE
+            pending[sock.fileno()] = [sock, address, bytearray(),
+                                      time.monotonic() + self.request_timeout, state,
+                                      selectors.EVENT_READ]
             selector.register(sock, selectors.EVENT_READ)
 
     def _read(self, selector: selectors.BaseSelector, pending: dict[int, list[Any]], fd: int) -> None:
-        sock, address, head, _ = pending[fd]
-        if head is not None:
+        """Go on with a connection the selector found ready: handshake, then head bytes."""
+        entry = pending[fd]
+        sock, address, head, _, state, _ = entry
+        if state is _HANDSHAKE and not self._handshake(selector, pending, fd, entry):
+            return
+        while True:
             try:
                 data = sock.recv(MAX_REQUEST_HEAD + 1 - len(head))
-            except (BlockingIOError, InterruptedError):
+            except (BlockingIOError, InterruptedError, ssl.SSLWantReadError):
+                if state is not _PLAIN:
+                    self._wait_for(selector, entry, selectors.EVENT_READ)
+                return
+            except ssl.SSLWantWriteError:
+                self._wait_for(selector, entry, selectors.EVENT_WRITE)
                 return
             except OSError:
                 data = b""
@@ -303,30 +283,60 @@ class PooledWSGIServer(WSGIServer):
             if _line_too_long(head):
                 self._drop(selector, pending, fd, _LINE_TOO_LONG)
                 return
-            if not _head_complete(head):
-                if len(head) > MAX_REQUEST_HEAD:
-                    self._drop(selector, pending, fd, _HEAD_TOO_LARGE)
+            if _head_complete(head):
+                break
+            if len(head) > MAX_REQUEST_HEAD:
+                self._drop(selector, pending, fd, _HEAD_TOO_LARGE)
                 return
-            head = bytes(head)
+            if state is _PLAIN:
+                return
+            # TLS: read on until OpenSSL wants more from the network, since the selector
+            # does not see records (or plaintext, sock.pending()) that OpenSSL already holds.
         selector.unregister(sock)
         del pending[fd]
         try:
-            self._queue.put_nowait((sock, address, head))
+            self._queue.put_nowait((sock, address, bytes(head)))
         except queue.Full:
             log.warning("%s rejected: all workers busy", address[0])
             self._reply_and_close(sock, _BUSY)
 
+    def _handshake(self, selector: selectors.BaseSelector, pending: dict[int, list[Any]], fd: int,
+                   entry: list[Any]) -> bool:
+        """Take the TLS handshake one step; whether it is done (a failed one drops the connection)."""
+        try:
+            entry[0].do_handshake()
+        except ssl.SSLWantReadError:
+            self._wait_for(selector, entry, selectors.EVENT_READ)
+            return False
+        except ssl.SSLWantWriteError:
+            self._wait_for(selector, entry, selectors.EVENT_WRITE)
+            return False
+        except OSError as exc:  # ssl.SSLError too: not TLS at all, a bad hello, a reset
+            log.info("%s TLS handshake failed: %s", entry[1][0], exc)
+            self._drop(selector, pending, fd, b"")
+            return False
+        entry[4] = _OPEN
+        return True
+
+    @staticmethod
+    def _wait_for(selector: selectors.BaseSelector, entry: list[Any], events: int) -> None:
+        if entry[5] != events:
+            selector.modify(entry[0], events)
+            entry[5] = events
+
     def _drop(self, selector: selectors.BaseSelector, pending: dict[int, list[Any]], fd: int,
               reply: bytes) -> None:
-        sock = pending.pop(fd)[0]
-        selector.unregister(sock)
-        self._reply_and_close(sock, reply)
+        entry = pending.pop(fd)
+        selector.unregister(entry[0])
+        # Mid-handshake there is no channel to answer on.
+        self._reply_and_close(entry[0], b"" if entry[4] is _HANDSHAKE else reply)
 
     @staticmethod
     def _reply_and_close(sock: socket.socket, reply: bytes) -> None:
-        """Best effort, never blocking: these replies fit in an empty socket buffer."""
+        """Best effort, never blocking: these replies fit in an empty socket buffer
+        (with TLS: in one record)."""
         try:
-            if reply and not isinstance(sock, ssl.SSLSocket):
+            if reply:
                 sock.setblocking(False)
                 sock.send(reply)
             sock.shutdown(socket.SHUT_RDWR)
@@ -344,7 +354,7 @@ class PooledWSGIServer(WSGIServer):
             sock, client_address, head = item
             try:
                 self.finish_request((sock, head), client_address)
-            except (OSError, _HeadTooLarge) as exc:  # timeouts, resets, failed TLS handshakes
+            except OSError as exc:  # timeouts and resets while answering
                 log.info("%s connection dropped: %s", client_address[0], exc)
             except Exception:  # noqa: BLE001 - one bad request must not kill a worker
                 self.handle_error(sock, client_address)

@@ -5,9 +5,11 @@ from __future__ import annotations
 import datetime
 import ipaddress
 import json
+import logging
 import os
 import socket
 import ssl
+import statistics
 import subprocess
 import sys
 import time
@@ -23,8 +25,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from coal_mine.config import WsgiConfig
+from coal_mine.limits import MAX_REQUEST_HEAD, MAX_REQUEST_LINE
 from coal_mine.server import make_ssl_context
-from tests.hardening_support import InProcessServer, raw_request, read_all, timed
+from tests.hardening_support import InProcessServer, parse_response, raw_request, read_all, timed
 from tests.helpers import REPO, ServerProcess
 
 
@@ -148,29 +151,147 @@ def test_cmcli_verifies_the_certificate_and_takes_cacert(https_server: ServerPro
     assert [c["name"] for c in json.loads(listed.stdout)["canaries"]] == ["cli"]
 
 
-def test_stalled_handshakes_are_cut_off_and_do_not_block_others(pki: tuple[Path, Path, Path]) -> None:
-    ca, cert, key = pki
-    context = make_ssl_context(WsgiConfig(certfile=str(cert), keyfile=str(key)))
-    with InProcessServer(ssl_context=context, workers=4, request_timeout=1.5) as server:
-        canary = server.logic.create("job", 3600)
-        # Half a ClientHello each, then silence. (Each holds a worker until the deadline:
-        # the TLS handshake happens in the workers, see docs/security.md.)
-        stalled = []
-        for _ in range(3):
-            sock = socket.create_connection(("127.0.0.1", server.port), timeout=10)
-            sock.sendall(b"\x16\x03\x01\x02\x00\x01")
-            stalled.append(sock)
+HEAD_TIMEOUT = 2.0
+PARTIAL_CLIENT_HELLO = b"\x16\x03\x01\x02\x00\x01"  # a record header and one byte of it
+
+
+@pytest.fixture
+def tls_context(pki: tuple[Path, Path, Path]) -> ssl.SSLContext:
+    context = make_ssl_context(WsgiConfig(certfile=str(pki[1]), keyfile=str(pki[2])))
+    assert context is not None
+    return context
+
+
+def https_triggers(server: InProcessServer, canary_id: str, ca: Path, count: int) -> list[float]:
+    """Seconds each of `count` HTTPS triggers took, each on a fresh connection and handshake."""
+    latencies = []
+    for _ in range(count):
+        seconds, (status, body) = timed(raw_request, server.port,
+                                        f"GET /{canary_id} HTTP/1.0\r\n\r\n".encode(),
+                                        context=client_context(ca))
+        assert status == 200 and json.loads(body)["status"] == "ok"
+        latencies.append(seconds)
+    return latencies
+
+
+def test_stalled_handshakes_hold_no_worker_and_are_cut_off(tls_context: ssl.SSLContext,
+                                                          pki: tuple[Path, Path, Path]) -> None:
+    with InProcessServer(ssl_context=tls_context, workers=2, request_timeout=HEAD_TIMEOUT) as server:
+        canary_id = server.logic.create("job", 3600).id
+        baseline = https_triggers(server, canary_id, pki[0], 10)
+        stalled: list[tuple[socket.socket, float]] = []
         try:
-            seconds, (status, _) = timed(raw_request, server.port,
-                                         f"GET /{canary.id} HTTP/1.0\r\n\r\n".encode(),
-                                         context=client_context(ca))
-            assert status == 200
-            cut_off, raw = timed(read_all, stalled[0])
-            assert raw == b"" and 0.5 < cut_off < 1.5 + 2
+            for stall in [PARTIAL_CLIENT_HELLO, b"\x16"] * 4:  # then silence
+                sock = socket.create_connection(("127.0.0.1", server.port), timeout=HEAD_TIMEOUT + 10)
+                sock.sendall(stall)
+                stalled.append((sock, time.monotonic()))
+            under_attack = https_triggers(server, canary_id, pki[0], 10)
+            cut_off = []
+            for sock, connected in stalled:
+                assert read_all(sock) == b""
+                cut_off.append(time.monotonic() - connected)
         finally:
-            for sock in stalled:
+            for sock, _ in stalled:
                 sock.close()
-        assert seconds < 1.0
+    # Eight stalled handshakes, two workers: had they held workers, triggers would wait seconds.
+    assert max(under_attack) < max(0.5, 20 * statistics.median(baseline)), (baseline, under_attack)
+    assert all(HEAD_TIMEOUT - 0.2 < seconds < HEAD_TIMEOUT + 2 for seconds in cut_off), cut_off
+
+
+def test_plain_http_to_the_https_port_is_closed_at_once_and_logged(
+        tls_context: ssl.SSLContext, pki: tuple[Path, Path, Path],
+        caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="coal_mine.access")
+    timeout = 10.0
+    with InProcessServer(ssl_context=tls_context, workers=2, request_timeout=timeout) as server:
+        canary_id = server.logic.create("job", 3600).id
+        plain = [socket.create_connection(("127.0.0.1", server.port), timeout=timeout + 5)
+                 for _ in range(8)]
+        try:
+            for sock in plain:
+                sock.sendall(f"GET /{canary_id} HTTP/1.0\r\n\r\n".encode())
+            closed_after = []
+            for sock in plain:
+                seconds, raw = timed(read_all, sock)
+                assert b"HTTP/" not in raw
+                closed_after.append(seconds)
+            assert https_triggers(server, canary_id, pki[0], 3)
+        finally:
+            for sock in plain:
+                sock.close()
+    assert sum(closed_after) < timeout / 2  # not held until the deadline
+    failures = [r.getMessage() for r in caplog.records if "TLS handshake failed" in r.getMessage()]
+    assert len(failures) == 8 and all(m.startswith("127.0.0.1 ") for m in failures), failures
+    assert all("\n" not in message for message in failures)
+    assert len(server.logic.get(canary_id).history) == 3 + 1  # the HTTPS triggers and the creation
+
+
+def test_https_head_arriving_in_pieces_is_served(tls_context: ssl.SSLContext,
+                                                 pki: tuple[Path, Path, Path]) -> None:
+    with InProcessServer(ssl_context=tls_context, workers=1, request_timeout=HEAD_TIMEOUT) as server:
+        canary_id = server.logic.create("job", 3600).id
+        with socket.create_connection(("127.0.0.1", server.port), timeout=10) as plain, \
+                client_context(pki[0]).wrap_socket(plain, server_hostname="localhost") as sock:
+            for piece in (b"GET /", canary_id.encode(), b"?comment=slow HTTP/1.0\r\n", b"Host: x\r\n",
+                          b"\r\n"):
+                sock.sendall(piece)  # one TLS record each
+                time.sleep(0.05)
+            status, body = parse_response(read_all(sock))
+        assert status == 200 and json.loads(body)["status"] == "ok"
+        # A large head, many TLS records at once, just under the limit.
+        filler = "".join(f"X-Filler-{i}: {'v' * 1000}\r\n" for i in range(MAX_REQUEST_HEAD // 1100))
+        status, body = raw_request(server.port, f"GET /{canary_id}?comment=big HTTP/1.0\r\n{filler}\r\n"
+                                   .encode(), context=client_context(pki[0]))
+        assert status == 200 and json.loads(body)["status"] == "ok"
+        assert [entry[1] for entry in server.logic.get(canary_id).history[:2]] == [
+            "Triggered (big)", "Triggered (slow)"]
+
+
+def test_https_request_limits_are_json_414_and_431(tls_context: ssl.SSLContext,
+                                                   pki: tuple[Path, Path, Path]) -> None:
+    context = client_context(pki[0])
+    with InProcessServer(ssl_context=tls_context, workers=1, request_timeout=HEAD_TIMEOUT) as server:
+        status, body = raw_request(server.port, b"GET /" + b"x" * (MAX_REQUEST_LINE + 10),
+                                   context=context)
+        assert status == 414 and str(MAX_REQUEST_LINE) in json.loads(body)["error"]
+        headers = "".join(f"X-Filler-{i}: {'v' * 1000}\r\n" for i in range(MAX_REQUEST_HEAD // 1000 + 1))
+        status, body = raw_request(server.port, f"GET /coal-mine/v1/canary/list HTTP/1.0\r\n{headers}"
+                                   .encode(), context=context)  # no blank line: the limit ends it
+        assert status == 431 and str(MAX_REQUEST_HEAD) in json.loads(body)["error"]
+
+
+def test_https_connections_past_max_pending_push_out_the_oldest(tls_context: ssl.SSLContext,
+                                                                pki: tuple[Path, Path, Path]) -> None:
+    context = client_context(pki[0])
+
+    def stalled_handshake() -> socket.socket:
+        sock = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+        sock.sendall(b"\x16")
+        return sock
+
+    # The deadline is far off: whoever is closed within the socket timeout was pushed out.
+    with InProcessServer(ssl_context=tls_context, workers=2, request_timeout=60, max_pending=5) as server:
+        canary_id = server.logic.create("job", 3600).id
+        waiting = []
+        try:
+            for _ in range(5):  # handshake done, request started, never finished
+                plain = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+                sock = context.wrap_socket(plain, server_hostname="localhost")
+                sock.sendall(b"GET /coal-mine/v1/canary/li")
+                waiting.append(sock)
+            waiting += [stalled_handshake() for _ in range(3)]
+            # The three oldest were pushed out, told over TLS that the server is busy.
+            for sock in waiting[:3]:
+                status, body = parse_response(read_all(sock))
+                assert status == 503 and "busy" in json.loads(body)["error"]
+            # The first trigger pushes out one more; the others find a free place.
+            assert https_triggers(server, canary_id, pki[0], 3)
+            waiting += [stalled_handshake() for _ in range(3)]  # one free place, then two out
+            # The last of those was still mid-handshake: closed without an answer.
+            assert [parse_response(read_all(sock))[0] for sock in waiting[3:6]] == [503, 503, 0]
+        finally:
+            for sock in waiting:
+                sock.close()
 
 
 def test_server_context_is_modern(pki: tuple[Path, Path, Path]) -> None:
