@@ -6,8 +6,10 @@ selector), so an idle or trickling client costs a file descriptor and a small
 buffer, never a worker. With HTTPS it does the TLS handshake the same way. A
 connection goes to the fixed pool of workers only once its request line and
 headers are complete, all within one deadline (request_timeout) from its
-accept; workers never wait for a client to speak. Past the limits in coal_mine.limits the client gets an
-immediate JSON error: 414 (request line), 431 (head), 503 (all workers busy).
+accept; workers never wait for a client to speak. Past the limits in
+coal_mine.limits the client gets an immediate JSON error: 414 (request line),
+431 (head), 503 (all workers busy). A failed TLS handshake is closed silently
+(and logged).
 When too many connections are waiting for their head, the oldest is dropped,
 so a flood of idle connections cannot lock new clients out.
 """
