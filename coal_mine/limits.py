@@ -2,7 +2,7 @@
 
 They are generous on purpose: no real client comes near them, and each one
 turns hostile input into a clear 4xx error instead of work or storage. The
-table in docs/security.md and the OpenAPI description (openapi.yaml) quote
+table in README.md ("Limits and security") and the OpenAPI description (openapi.yaml) quote
 these numbers; tests/test_openapi.py checks that they agree.
 """
 
