@@ -138,17 +138,20 @@ class MemoryStore(AbstractStore):
             due = sorted((c for c in self._watched() if c.deadline < now), key=lambda c: c.deadline)
             return [self._copy(c, False) for c in due[:limit]]
 
-    def _sendable(self, now: datetime) -> list[Notification]:
+    def _heads(self) -> list[Notification]:
+        """The oldest pending notification of each canary: only those may be sent."""
         heads: dict[str, Notification] = {}
         for nid in sorted(self._notifications):
             note = self._notifications[nid]
             heads.setdefault(note.canary_id, note)
-        result = []
-        for note in heads.values():
-            lease = self._leases.get(note.id)
-            if note.not_before <= now and (lease is None or lease[1] <= now):
-                result.append(note)
-        return sorted(result, key=lambda n: n.id)
+        return list(heads.values())
+
+    def _available_at(self, note: Notification) -> datetime:
+        lease = self._leases.get(note.id)
+        return max(note.not_before, lease[1]) if lease else note.not_before
+
+    def _sendable(self, now: datetime) -> list[Notification]:
+        return [note for note in self._heads() if self._available_at(note) <= now]
 
     def claim_notification(self, now: datetime, owner: str, lease_until: datetime) -> Notification | None:
         with self._lock:
@@ -179,15 +182,7 @@ class MemoryStore(AbstractStore):
 
     def next_notification_time(self) -> datetime | None:
         with self._lock:
-            heads: dict[str, Notification] = {}
-            for nid in sorted(self._notifications):
-                note = self._notifications[nid]
-                heads.setdefault(note.canary_id, note)
-            times = []
-            for note in heads.values():
-                lease = self._leases.get(note.id)
-                times.append(max(note.not_before, lease[1]) if lease else note.not_before)
-            return min(times, default=None)
+            return min((self._available_at(note) for note in self._heads()), default=None)
 
     def pending_notifications(self) -> list[Notification]:
         with self._lock:
