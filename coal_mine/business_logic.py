@@ -259,7 +259,8 @@ class BusinessLogic:
                     changes["slug"] = slugify(name)
             if description is not None and description != canary.description:
                 changes["description"] = description
-            if emails is not None and list(emails) != canary.emails:
+            # Like Coal Mine, the same addresses in another order (or repeated) are no change.
+            if emails is not None and set(emails) != set(canary.emails):
                 changes["emails"] = list(emails)
             notifications: list[NewNotification] = []
             if periodicity is not None and periodicity != canary.periodicity:

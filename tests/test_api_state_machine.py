@@ -147,13 +147,14 @@ class ApiMachine(RuleBasedStateMachine):
                    or (name is not None and self.slug_taken(name, canary.id)))
         changes = ((name is not None and name != canary.name)
                    or (description is not None and description != canary.description)
-                   or (emails is not None and emails != canary.emails)
+                   or (emails is not None and set(emails) != set(canary.emails))
                    or (periodicity is not None and periodicity[2] != canary.periodicity))
         assert (status == 200) == (not invalid and changes), (status, body)
         if status == 200:
             canary.name = name if name is not None else canary.name
             canary.description = description if description is not None else canary.description
-            canary.emails = list(emails) if emails is not None else canary.emails
+            if emails is not None and set(emails) != set(canary.emails):  # order alone is no change
+                canary.emails = list(emails)
             canary.periodicity = periodicity[2] if periodicity is not None else canary.periodicity
 
     @precondition(lambda self: self.model)
