@@ -42,7 +42,9 @@ _CONFLICT_RETRIES = 50
 # name, no list, no comment, no quoted local part, no whitespace.
 _ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~\u0080-\U0010ffff-]"
 _LABEL = r"[A-Za-z0-9\u0080-\U0010ffff](?:[A-Za-z0-9\u0080-\U0010ffff-]*[A-Za-z0-9\u0080-\U0010ffff])?"
-_ADDR_SPEC = re.compile(rf"{_ATEXT}+(?:\.{_ATEXT}+)*@{_LABEL}(?:\.{_LABEL})*")
+# The domain may be left out (`root`): Coal Mine accepted local user names, which a
+# local mail server delivers, and such an address cannot smuggle anything either.
+_ADDR_SPEC = re.compile(rf"{_ATEXT}+(?:\.{_ATEXT}+)*(?:@{_LABEL}(?:\.{_LABEL})*)?")
 # A counted repetition in a search pattern: {m}, {m,}, {,n} or {m,n}. Escaped braces
 # count too: telling them apart needs a parser, and nobody searches for "\{9999}".
 _COUNTED_REPEAT = re.compile(r"\{(\d*),?(\d*)\}")
@@ -119,7 +121,8 @@ class BusinessLogic:
             _check_length("Email address", address, limits.MAX_EMAIL_LENGTH)
             if not _ADDR_SPEC.fullmatch(address) or not address.isprintable():
                 raise BadRequestError(
-                    f"Bad email address {address!r}: give one plain address (user@example.com) "
+                    f"Bad email address {address!r}: give one plain address (user@example.com, or a "
+                    "local user name) "
                     "per email parameter")
         return emails
 

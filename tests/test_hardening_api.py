@@ -109,7 +109,6 @@ def test_email_count_and_length_limits(served: InProcessServer) -> None:
     "ops@example.com evil@attacker.example",
     '"quoted"@example.com',
     "ops(comment)@example.com",
-    "no-at-sign",
     "@example.com",
     "ops@",
     "ops@@example.com",
@@ -125,7 +124,7 @@ def test_email_must_be_one_plain_address(served: InProcessServer, address: str) 
     assert_rejected(served, "update", "Bad email address", id=canary["id"], email=address)
 
 
-@pytest.mark.parametrize("address", ["root@localhost", "first.last+tag@sub.example.co.uk",
+@pytest.mark.parametrize("address", ["root@localhost", "root", "first.last+tag@sub.example.co.uk",
                                      "jörg@bücher.example", "o'brien@example.ie"])
 def test_real_addresses_are_accepted(served: InProcessServer, address: str) -> None:
     assert create(served, email=address)["emails"] == [address]
