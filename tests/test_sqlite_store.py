@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
+from coal_mine.api import Api
+from coal_mine.business_logic import BusinessLogic
 from coal_mine.models import PrunePolicy, StoreUnavailableError
 from coal_mine.sqlite_store import _MIGRATIONS, SCHEMA_VERSION, SQLiteStore
 
@@ -63,3 +66,24 @@ def test_refuses_a_newer_schema(tmp_path: Path) -> None:
 def test_unopenable_path_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(StoreUnavailableError):
         SQLiteStore(str(tmp_path / "no-such-dir" / "x.sqlite3"))
+
+
+def test_locked_database_is_a_503_and_changes_nothing(tmp_path: Path) -> None:
+    """Another process holding the write lock past the busy timeout: a clear 503, no half write."""
+    path = tmp_path / "locked.sqlite3"
+    store = SQLiteStore(str(path), busy_timeout=0.2)
+    logic = BusinessLogic(store)
+    canary = logic.create("Locked", 60)
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")  # as another process mid-write would
+    statuses = []
+    body = b"".join(Api(logic)({"PATH_INFO": f"/{canary.id}", "QUERY_STRING": "comment=x"},
+                               lambda status, headers: statuses.append(status)))
+    holder.execute("ROLLBACK")
+    holder.close()
+    assert statuses == ["503 Service Unavailable"]
+    answer = json.loads(body)
+    assert answer["status"] == "error" and "busy" in answer["error"]
+    assert [c for _, c in logic.get(canary.id).history] == ["Canary created"]
+    assert logic.trigger(canary.id, "after") == (False, False)  # works again once released
+    store.close()
