@@ -225,7 +225,10 @@ class SQLiteStore(AbstractStore):
                 for statement in _MIGRATIONS[step].split(";"):
                     if statement.strip():
                         conn.execute(statement)
-                log.info("Migrated %s to schema version %d", self.path, step + 1)
+                if version:
+                    log.info("Migrated %s to schema version %d", self.path, step + 1)
+            if not version:
+                log.info("Created %s (schema version %d)", self.path, SCHEMA_VERSION)
             conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     def close(self) -> None:
