@@ -112,7 +112,7 @@ def parse_periodicity(value: str) -> float | str:
 
 
 class Request:
-    """The query parameters of one API call, consumed as the handler reads them."""
+    """The query parameters of one API call (each name maps to all its values, in order)."""
 
     def __init__(self, query: Query) -> None:
         self.query = query
