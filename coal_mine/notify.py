@@ -301,9 +301,9 @@ class OutboxSender(BackgroundLoop):
             delay = min(self.retry_max_delay, self.retry_base * 2 ** (attempts - 1))
         else:
             delay = self.retry_max_delay  # retried all the same: removed only once accepted
+        self.store.retry_notification(notification, self.owner, now + timedelta(seconds=delay))
         log.error("%s: delivery failed (attempt %d, %s): %s; next try in %.1f s", where, attempts,
                   "temporary" if error.retryable else "permanent", error, delay)
-        self.store.retry_notification(notification, self.owner, now + timedelta(seconds=delay))
         if not error.retryable:
             return True
         self._server_failures += 1

@@ -98,11 +98,15 @@ def test_smtp_down_then_back_all_events_in_order_once(tmp_path: Path) -> None:
 
 def test_killed_while_pending_then_restarted(tmp_path: Path) -> None:
     sink = SMTPSink()
-    server = ServerProcess(tmp_path, ini_extra=ini(sink.port)).start()
+    # The first failed attempt is followed by a 1 s pause: killing the server right after
+    # it means no attempt (and so no lease) is in progress, and the restarted process may
+    # claim the event at once instead of waiting for a dead sender's lease to expire.
+    slow_retries = ini(sink.port).replace("retry_max_delay = 0.4", "retry_max_delay = 5")
+    server = ServerProcess(tmp_path, ini_extra=slow_retries).start()
     try:
         cid = create(server, "Survivor")["id"]
         wait_until(lambda: is_late(server, cid))
-        wait_until(lambda: "delivery failed" in server.log())
+        wait_until(lambda: "delivery failed" in server.log(), timeout=10.0)
         server.kill()
         with sink:
             server.start()
