@@ -36,8 +36,7 @@ from coal_mine.models import Canary  # noqa: E402
 from coal_mine.sqlite_store import SQLiteStore  # noqa: E402
 
 BENCH = Path(__file__).resolve().parent
-PATHS_LUA = BENCH / "wrk" / "paths.lua"
-CREATE_LUA = BENCH / "wrk" / "create.lua"
+LOAD_LUA = BENCH / "wrk" / "load.lua"
 CLIENTS = (1, 8, 64)
 SMALL, LARGE, HISTORY = 100, 100_000, 1000
 PERIODICITY = 86400.0  # long enough that nothing falls due during a run
@@ -336,10 +335,11 @@ class Bench:
     rng: random.Random = field(default_factory=lambda: random.Random(8))
 
     def triggers(self, server: Server, paths: Path) -> dict[int, Load]:
-        return {c: run_wrk(self.wrk, server, PATHS_LUA, [str(paths)], c, self.seconds) for c in CLIENTS}
+        args = ["paths", str(paths)]
+        return {c: run_wrk(self.wrk, server, LOAD_LUA, args, c, self.seconds) for c in CLIENTS}
 
     def creates(self, server: Server, prefix: str) -> Load:
-        return run_wrk(self.wrk, server, CREATE_LUA, [prefix], 8, self.seconds)
+        return run_wrk(self.wrk, server, LOAD_LUA, ["create", prefix], 8, self.seconds)
 
     def trigger_rows(self, label: str, loads: dict[int, Load], base: dict[int, Load], base_name: str,
                      want: float | None, targets: bool = False) -> None:

@@ -90,7 +90,7 @@ def test_baseline_app_answers_like_a_trigger(tmp_path: Path) -> None:
         if shutil.which("wrk") is None:
             pytest.skip("wrk is not installed (bench/run installs it)")
         paths = bench.write_paths(tmp_path / "paths", ["abcdefgh"], bench.random.Random(3))
-        load = bench.run_wrk(shutil.which("wrk"), server, bench.PATHS_LUA, [str(paths)], 2, 1)
+        load = bench.run_wrk(shutil.which("wrk"), server, bench.LOAD_LUA, ["paths", str(paths)], 2, 1)
     assert load.requests > 0
     assert load.error_count == 0
     assert load.server_cpu > 0

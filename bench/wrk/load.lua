@@ -1,6 +1,9 @@
--- wrk script: GET the paths listed in a file (one per line) round-robin,
--- each request on a new connection, and print the figures as one JSON line.
--- Usage: wrk ... -s bench/wrk/paths.lua http://host:port -- PATHS_FILE
+-- wrk script: every request on a new connection (as curl in cron does); prints the
+-- figures as one JSON line. Two modes:
+--   wrk ... -s bench/wrk/load.lua http://host:port -- paths PATHS_FILE
+--       GET the paths listed in the file (one per line) round-robin
+--   wrk ... -s bench/wrk/load.lua http://host:port -- create NAME_PREFIX
+--       create canaries with unique names
 
 wrk.headers["Connection"] = "close"
 
@@ -11,11 +14,19 @@ function setup(thread)
    counter = counter + 1
 end
 
+local mode = "paths"
 local paths = {}
 local index = 0
+local prefix = "bench"
+local n = 0
 
 function init(args)
-   for line in io.lines(args[1]) do
+   mode = args[1] or mode
+   if mode == "create" then
+      prefix = args[2] or prefix
+      return
+   end
+   for line in io.lines(args[2]) do
       if line ~= "" then
          paths[#paths + 1] = line
       end
@@ -25,6 +36,11 @@ function init(args)
 end
 
 function request()
+   if mode == "create" then
+      n = n + 1
+      return wrk.format("GET", string.format(
+         "/coal-mine/v1/canary/create?name=%s-%d-%d&periodicity=86400", prefix, tid or 1, n))
+   end
    index = index % #paths + 1
    return wrk.format("GET", paths[index])
 end
