@@ -34,8 +34,9 @@ def main(argv: list[str]) -> int:
     port, log_file = int(argv[1]), argv[2]
     setup_logging(LoggingConfig(file=log_file))
     defaults = WsgiConfig()
-    httpd = PooledWSGIServer(("127.0.0.1", port), app, workers=defaults.workers,
-                             request_timeout=defaults.request_timeout)
+    httpd = PooledWSGIServer(
+        ("127.0.0.1", port), app, workers=defaults.workers, request_timeout=defaults.request_timeout
+    )
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     threading.Thread(target=httpd.serve_forever, daemon=True).start()

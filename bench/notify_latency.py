@@ -41,10 +41,15 @@ LEAD = 4.0  # seconds between setting up and the first short deadline (server st
 
 def start_background(workdir: Path, db: Path, smtp_port: int) -> subprocess.Popen:
     ini = workdir / "coal-mine.ini"
-    ini.write_text(f"[sqlite]\npath = {db}\n[email]\nsender = bench@example.net\nhost = 127.0.0.1\n"
-                   f"port = {smtp_port}\n[logging]\nfile = {workdir / 'server.log'}\n")
-    return subprocess.Popen([sys.executable, "-m", "coal_mine.server", "--config", str(ini), "--background"],
-                            cwd=workdir, env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"})
+    ini.write_text(
+        f"[sqlite]\npath = {db}\n[email]\nsender = bench@example.net\nhost = 127.0.0.1\n"
+        f"port = {smtp_port}\n[logging]\nfile = {workdir / 'server.log'}\n"
+    )
+    return subprocess.Popen(
+        [sys.executable, "-m", "coal_mine.server", "--config", str(ini), "--background"],
+        cwd=workdir,
+        env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"},
+    )
 
 
 def stop(process: subprocess.Popen) -> None:
@@ -120,9 +125,19 @@ def _raw_send(port: int, count: int, queue: multiprocessing.Queue) -> None:
     messages = []
     now = datetime.now(UTC)
     for i in range(count):
-        note = Notification(id=i, canary_id=f"raw{i:05d}", kind="late", created=now, payload={
-            "id": f"raw{i:05d}", "name": f"burst {i}", "emails": ["ops@example.com"],
-            "deadline": now.isoformat(), "history": [[now.isoformat(), "Canary created"]]})
+        note = Notification(
+            id=i,
+            canary_id=f"raw{i:05d}",
+            kind="late",
+            created=now,
+            payload={
+                "id": f"raw{i:05d}",
+                "name": f"burst {i}",
+                "emails": ["ops@example.com"],
+                "deadline": now.isoformat(),
+                "history": [[now.isoformat(), "Canary created"]],
+            },
+        )
         messages.append(build_message(note, "bench@example.net", now=now))
     started = time.time()
     with smtplib.SMTP("127.0.0.1", port, local_hostname="bench", timeout=30) as smtp:
@@ -146,9 +161,19 @@ def raw_burst(sink: SMTPSink, count: int) -> float:
 def raw_single(sink: SMTPSink, rounds: int) -> list[float]:
     """Milliseconds for one message on a fresh connection (connect, EHLO, send, QUIT)."""
     now = datetime.now(UTC)
-    note = Notification(id=1, canary_id="single", kind="late", created=now, payload={
-        "id": "single", "name": "single", "emails": ["ops@example.com"], "deadline": now.isoformat(),
-        "history": []})
+    note = Notification(
+        id=1,
+        canary_id="single",
+        kind="late",
+        created=now,
+        payload={
+            "id": "single",
+            "name": "single",
+            "emails": ["ops@example.com"],
+            "deadline": now.isoformat(),
+            "history": [],
+        },
+    )
     message = build_message(note, "bench@example.net", now=now)
     times = []
     for _ in range(rounds):
@@ -170,17 +195,23 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp, SMTPSink() as sink:
         workdir = Path(tmp)
         single = raw_single(sink, 50)
-        print(f"baseline: one raw SMTP message on a fresh connection: "
-              f"p50 {statistics.median(single):.1f} ms, max {max(single):.1f} ms")
+        print(
+            f"baseline: one raw SMTP message on a fresh connection: "
+            f"p50 {statistics.median(single):.1f} ms, max {max(single):.1f} ms"
+        )
         delays = scenario_a(sink, workdir, args.long, args.short)
-        print(f"(a) {args.long} long + {args.short} short canaries: deadline -> arrival "
-              f"p50 {percentile(delays, 0.5):.1f} ms, p99 {percentile(delays, 0.99):.1f} ms, "
-              f"max {max(delays):.1f} ms (target p99 <= 100 ms)")
+        print(
+            f"(a) {args.long} long + {args.short} short canaries: deadline -> arrival "
+            f"p50 {percentile(delays, 0.5):.1f} ms, p99 {percentile(delays, 0.99):.1f} ms, "
+            f"max {max(delays):.1f} ms (target p99 <= 100 ms)"
+        )
         raw = raw_burst(sink, args.burst)
         print(f"baseline: {args.burst} messages sent raw over one SMTP connection: {raw:.2f} s")
         from_start, from_last = scenario_b(sink, workdir, args.burst)
-        print(f"(b) {args.burst} canaries due in the same second: last message {from_start:.2f} s after "
-              f"the start of that second ({from_last:.2f} s after the last deadline) (target <= 5 s)")
+        print(
+            f"(b) {args.burst} canaries due in the same second: last message {from_start:.2f} s after "
+            f"the start of that second ({from_last:.2f} s after the last deadline) (target <= 5 s)"
+        )
 
 
 if __name__ == "__main__":

@@ -106,8 +106,9 @@ class Server:
         env.pop("MONGODB_URI", None)
         out = open(self.workdir / f"{self.name}.out", "ab")  # noqa: SIM115 - lives with the process
         begin = time.monotonic()
-        self.process = subprocess.Popen(pinned(SERVER_CORE, self.argv), cwd=self.workdir, env=env,
-                                        stdout=out, stderr=subprocess.STDOUT)
+        self.process = subprocess.Popen(
+            pinned(SERVER_CORE, self.argv), cwd=self.workdir, env=env, stdout=out, stderr=subprocess.STDOUT
+        )
         out.close()
         wait_for_port(self.port, self.process)
         self.startup = time.monotonic() - begin
@@ -142,15 +143,20 @@ def coal_mine_server(workdir: Path, db: Path, name: str = "coal-mine") -> Server
         f"[wsgi]\nhost = 127.0.0.1\nport = {port}\n"
         f"[sqlite]\npath = {db}\n"
         f"[logging]\nfile = {workdir / (name + '.log')}\n"
-        "[email]\nsender = bench@example.com\nhost = 127.0.0.1\nport = 9\n")
+        "[email]\nsender = bench@example.com\nhost = 127.0.0.1\nport = 9\n"
+    )
     return Server([sys.executable, "-m", "coal_mine.server", "--config", str(ini)], port, workdir, name)
 
 
 def baseline_server(workdir: Path) -> Server:
     """The minimal constant-response WSGI app on the same server class."""
     port = free_port()
-    return Server([sys.executable, str(BENCH / "baseline_app.py"), str(port),
-                   str(workdir / "baseline.log")], port, workdir, "baseline")
+    return Server(
+        [sys.executable, str(BENCH / "baseline_app.py"), str(port), str(workdir / "baseline.log")],
+        port,
+        workdir,
+        "baseline",
+    )
 
 
 # --- load -----------------------------------------------------------------------------
@@ -188,8 +194,11 @@ def install_wrk() -> str:
         return found
     print("wrk not found: installing it with apt-get", flush=True)
     subprocess.run(["apt-get", "update", "-qq"], check=True)
-    subprocess.run(["apt-get", "install", "-y", "-qq", "wrk"], check=True,
-                   env=dict(os.environ, DEBIAN_FRONTEND="noninteractive"))
+    subprocess.run(
+        ["apt-get", "install", "-y", "-qq", "wrk"],
+        check=True,
+        env=dict(os.environ, DEBIAN_FRONTEND="noninteractive"),
+    )
     found = shutil.which("wrk")
     if not found:
         raise SystemExit("wrk is still missing after apt-get install")
@@ -200,19 +209,42 @@ def parse_wrk(output: str) -> Load:
     """The JSON line our Lua `done` functions print."""
     for line in output.splitlines():
         if line.startswith("WRK-JSON "):
-            data = json.loads(line[len("WRK-JSON "):])
+            data = json.loads(line[len("WRK-JSON ") :])
             errors = {k: data[k] for k in ("connect", "read", "write", "status", "timeout") if data[k]}
-            return Load(data["requests"], data["duration_us"] / 1e6, data["p50_us"] / 1000,
-                        data["p99_us"] / 1000, data["max_us"] / 1000, errors)
+            return Load(
+                data["requests"],
+                data["duration_us"] / 1e6,
+                data["p50_us"] / 1000,
+                data["p99_us"] / 1000,
+                data["max_us"] / 1000,
+                errors,
+            )
     raise RuntimeError(f"wrk printed no figures:\n{output}")
 
 
-def run_wrk(wrk: str, server: Server, script: Path, script_args: Sequence[str], clients: int,
-            seconds: float) -> Load:
+def run_wrk(
+    wrk: str, server: Server, script: Path, script_args: Sequence[str], clients: int, seconds: float
+) -> Load:
     """One level of load from wrk on the client core, with the server's CPU time used."""
-    argv = pinned(CLIENT_CORE, [
-        wrk, "-t", "1", "-c", str(clients), "-d", f"{max(1, round(seconds))}s", "--timeout", "5s",
-        "-s", str(script), f"http://127.0.0.1:{server.port}", "--", *script_args])
+    argv = pinned(
+        CLIENT_CORE,
+        [
+            wrk,
+            "-t",
+            "1",
+            "-c",
+            str(clients),
+            "-d",
+            f"{max(1, round(seconds))}s",
+            "--timeout",
+            "5s",
+            "-s",
+            str(script),
+            f"http://127.0.0.1:{server.port}",
+            "--",
+            *script_args,
+        ],
+    )
     assert server.process is not None
     cpu_before = cpu_seconds(server.process.pid)
     done = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 60)
@@ -248,17 +280,24 @@ def random_id(rng: random.Random) -> str:
     return "".join(rng.choice(string.ascii_lowercase) for _ in range(8))
 
 
-def populate(store: SQLiteStore, count: int, prefix: str, rng: random.Random,
-             history: int = 1) -> Iterator[str]:
+def populate(
+    store: SQLiteStore, count: int, prefix: str, rng: random.Random, history: int = 1
+) -> Iterator[str]:
     """Create canaries straight through the store (bulk loading is not what is measured)."""
     now = Clock().now()
     for n in range(count):
         name = f"{prefix} {n}"
         entries = [(to_millis(now - timedelta(seconds=60 * i)), "Triggered") for i in range(history - 1)]
         entries.append((to_millis(now - timedelta(seconds=60 * max(history - 1, 0))), "Canary created"))
-        canary = Canary(id=random_id(rng), name=name, slug=slugify(name), periodicity=PERIODICITY,
-                        emails=[f"owner{n}@example.com"], history=entries,
-                        deadline=to_millis(now + timedelta(seconds=PERIODICITY)))
+        canary = Canary(
+            id=random_id(rng),
+            name=name,
+            slug=slugify(name),
+            periodicity=PERIODICITY,
+            emails=[f"owner{n}@example.com"],
+            history=entries,
+            deadline=to_millis(now + timedelta(seconds=PERIODICITY)),
+        )
         store.create(canary)
         yield canary.id
 
@@ -301,8 +340,10 @@ class Report:
     def table(self) -> str:
         head = Row("figure", "value", "baseline (same run)", "ratio", "target", "met")
         rows = [head, *self.rows]
-        widths = [max(len(getattr(r, f)) for r in rows) for f in ("figure", "value", "baseline", "ratio",
-                                                                  "target", "verdict")]
+        widths = [
+            max(len(getattr(r, f)) for r in rows)
+            for f in ("figure", "value", "baseline", "ratio", "target", "verdict")
+        ]
         lines = []
         for i, r in enumerate(rows):
             cells = [r.figure, r.value, r.baseline, r.ratio, r.target, r.verdict]
@@ -318,8 +359,10 @@ def verdict(ok: bool) -> str:
 
 def load_text(load: Load) -> str:
     errors = f", errors {load.errors}" if load.errors else ""
-    return (f"{load.rate:,.0f}/s p50 {load.p50_ms:.1f} ms p99 {load.p99_ms:.1f} ms "
-            f"cpu {load.cpu_per_request_us:.0f} us/req{errors}")
+    return (
+        f"{load.rate:,.0f}/s p50 {load.p50_ms:.1f} ms p99 {load.p99_ms:.1f} ms "
+        f"cpu {load.cpu_per_request_us:.0f} us/req{errors}"
+    )
 
 
 # --- the suite -----------------------------------------------------------------------------
@@ -341,8 +384,15 @@ class Bench:
     def creates(self, server: Server, prefix: str) -> Load:
         return run_wrk(self.wrk, server, LOAD_LUA, ["create", prefix], 8, self.seconds)
 
-    def trigger_rows(self, label: str, loads: dict[int, Load], base: dict[int, Load], base_name: str,
-                     want: float | None, targets: bool = False) -> None:
+    def trigger_rows(
+        self,
+        label: str,
+        loads: dict[int, Load],
+        base: dict[int, Load],
+        base_name: str,
+        want: float | None,
+        targets: bool = False,
+    ) -> None:
         for c in CLIENTS:
             load, ref = loads[c], base[c]
             ratio = load.rate / ref.rate if ref.rate else 0.0
@@ -358,10 +408,17 @@ class Bench:
                 ok = load.p99_ms < 50 and not load.error_count
             if load.error_count and not target:
                 target, ok = "no errors", False
-            self.report.add(Row(f"{label}, {c} client{'s' if c > 1 else ''}", load_text(load),
-                                f"{base_name} {ref.rate:,.0f}/s p99 {ref.p99_ms:.1f} ms "
-                                f"cpu {ref.cpu_per_request_us:.0f} us/req", f"{ratio:.0%}",
-                                target, verdict(ok) if target else ""))
+            self.report.add(
+                Row(
+                    f"{label}, {c} client{'s' if c > 1 else ''}",
+                    load_text(load),
+                    f"{base_name} {ref.rate:,.0f}/s p99 {ref.p99_ms:.1f} ms "
+                    f"cpu {ref.cpu_per_request_us:.0f} us/req",
+                    f"{ratio:.0%}",
+                    target,
+                    verdict(ok) if target else "",
+                )
+            )
 
     def run(self) -> None:
         db = self.workdir / "bench.sqlite3"
@@ -390,8 +447,9 @@ class Bench:
             small = self.triggers(server, small_paths)
             self.trigger_rows(f"trigger, {SMALL} canaries", small, baseline, "minimal app", 0.70, True)
             history = self.triggers(server, history_paths)
-            self.trigger_rows(f"trigger, 1 canary with {HISTORY} history entries", history, small,
-                              f"{SMALL} canaries", 0.90)
+            self.trigger_rows(
+                f"trigger, 1 canary with {HISTORY} history entries", history, small, f"{SMALL} canaries", 0.90
+            )
             created_small = self.creates(server, "small-create")
             small_count = SMALL + 1 + created_small.requests
             _, _, small_list, _ = fetch(server.port, "/coal-mine/v1/canary/list")
@@ -407,8 +465,10 @@ class Bench:
             began = time.monotonic()
             large_ids.extend(populate(store, step, f"large {grown}", self.rng))
             grown += step
-            print(f"  store-level creates up to {grown:,}: {step / (time.monotonic() - began):,.0f}/s",
-                  flush=True)
+            print(
+                f"  store-level creates up to {grown:,}: {step / (time.monotonic() - began):,.0f}/s",
+                flush=True,
+            )
         store.close()
         large_paths = write_paths(self.workdir / "large.paths", large_ids, self.rng)
 
@@ -418,41 +478,77 @@ class Bench:
             with coal_mine_server(self.workdir, db, "startup") as probe:
                 startups.append(probe.startup)
         startup = statistics.median(startups)
-        self.report.add(Row(f"start-up with {self.large:,} canaries (median of 3)",
-                            f"{startup * 1000:.0f} ms", f"empty database {empty_startup * 1000:.0f} ms",
-                            f"{startup / empty_startup:.2f}x", "< 1 s", verdict(startup < 1)))
+        self.report.add(
+            Row(
+                f"start-up with {self.large:,} canaries (median of 3)",
+                f"{startup * 1000:.0f} ms",
+                f"empty database {empty_startup * 1000:.0f} ms",
+                f"{startup / empty_startup:.2f}x",
+                "< 1 s",
+                verdict(startup < 1),
+            )
+        )
         with coal_mine_server(self.workdir, db) as server:
             large = self.triggers(server, large_paths)
             self.trigger_rows(f"trigger, {self.large:,} canaries", large, small, f"{SMALL} canaries", 0.90)
             count = grown
             status, _, total, size = fetch(server.port, "/coal-mine/v1/canary/list")
-            self.report.add(Row(f"list (not verbose) of {count:,}",
-                                f"{total * 1000:.0f} ms, {size / 1e6:.1f} MB",
-                                f"{small_count:,} canaries: {small_list * 1000:.0f} ms", "",
-                                "< 1 s", verdict(total < 1 and status == 200)))
+            self.report.add(
+                Row(
+                    f"list (not verbose) of {count:,}",
+                    f"{total * 1000:.0f} ms, {size / 1e6:.1f} MB",
+                    f"{small_count:,} canaries: {small_list * 1000:.0f} ms",
+                    "",
+                    "< 1 s",
+                    verdict(total < 1 and status == 200),
+                )
+            )
             _, hwm_before = server.memory()
             status, first, total, size = fetch(server.port, "/coal-mine/v1/canary/list?verbose=true")
             _, hwm_after = server.memory()
             grew = (hwm_after - hwm_before) * 1024
-            self.report.add(Row(f"list verbose of {count:,}",
-                                f"first byte {first * 1000:.0f} ms, all {total:.1f} s, {size / 1e6:.0f} MB",
-                                f"peak RSS {hwm_before / 1024:.1f} MiB before", f"+{grew / 2**20:.1f} MiB",
-                                "streams: peak RSS grows < 16 MiB",
-                                verdict(status == 200 and grew < 16 * 2**20)))
+            self.report.add(
+                Row(
+                    f"list verbose of {count:,}",
+                    f"first byte {first * 1000:.0f} ms, all {total:.1f} s, {size / 1e6:.0f} MB",
+                    f"peak RSS {hwm_before / 1024:.1f} MiB before",
+                    f"+{grew / 2**20:.1f} MiB",
+                    "streams: peak RSS grows < 16 MiB",
+                    verdict(status == 200 and grew < 16 * 2**20),
+                )
+            )
             created_large = self.creates(server, "large-create")
             rss, hwm = server.memory()
-        self.report.add(Row(f"creates over HTTP from {SMALL} canaries, 8 clients", load_text(created_small),
-                            f"minimal app {baseline[8].rate:,.0f}/s",
-                            f"{created_small.rate / baseline[8].rate:.0%}",
-                            "no errors", verdict(not created_small.error_count)))
-        self.report.add(Row(f"creates over HTTP from {count:,} canaries, 8 clients", load_text(created_large),
-                            f"from {SMALL}: {created_small.rate:,.0f}/s",
-                            f"{created_large.rate / created_small.rate:.0%}", ">= 1,000/s, no errors",
-                            verdict(created_large.rate >= 1000 and not created_large.error_count)))
-        self.report.add(Row("server memory at the end (VmRSS / VmHWM)",
-                            f"{rss / 1024:.1f} / {hwm / 1024:.1f} MiB",
-                            f"minimal app {base_rss / 1024:.1f} / {base_hwm / 1024:.1f} MiB", "",
-                            "< 60 MiB", verdict(hwm < 60 * 1024)))
+        self.report.add(
+            Row(
+                f"creates over HTTP from {SMALL} canaries, 8 clients",
+                load_text(created_small),
+                f"minimal app {baseline[8].rate:,.0f}/s",
+                f"{created_small.rate / baseline[8].rate:.0%}",
+                "no errors",
+                verdict(not created_small.error_count),
+            )
+        )
+        self.report.add(
+            Row(
+                f"creates over HTTP from {count:,} canaries, 8 clients",
+                load_text(created_large),
+                f"from {SMALL}: {created_small.rate:,.0f}/s",
+                f"{created_large.rate / created_small.rate:.0%}",
+                ">= 1,000/s, no errors",
+                verdict(created_large.rate >= 1000 and not created_large.error_count),
+            )
+        )
+        self.report.add(
+            Row(
+                "server memory at the end (VmRSS / VmHWM)",
+                f"{rss / 1024:.1f} / {hwm / 1024:.1f} MiB",
+                f"minimal app {base_rss / 1024:.1f} / {base_hwm / 1024:.1f} MiB",
+                "",
+                "< 60 MiB",
+                verdict(hwm < 60 * 1024),
+            )
+        )
         print()
         print(self.report.table())
 

@@ -82,9 +82,7 @@ class AbstractStore(ABC):
         """Remove a notification once it was delivered (or needs no delivery)."""
 
     @abstractmethod
-    def retry_notification(
-        self, notification: Notification, owner: str, not_before: datetime
-    ) -> None:
+    def retry_notification(self, notification: Notification, owner: str, not_before: datetime) -> None:
         """Release the lease and count a failed attempt; try again from `not_before`."""
 
     @abstractmethod

@@ -83,9 +83,11 @@ def _dumps(data: Any) -> str:
 
 # The four possible trigger responses, encoded once.
 _TRIGGER_BODIES = {
-    (recovered, unpaused): _dumps({"status": "ok", "recovered": recovered, "unpaused": unpaused})
-    .encode("utf-8")
-    for recovered in (False, True) for unpaused in (False, True)
+    (recovered, unpaused): _dumps({"status": "ok", "recovered": recovered, "unpaused": unpaused}).encode(
+        "utf-8"
+    )
+    for recovered in (False, True)
+    for unpaused in (False, True)
 }
 # One entry of a non-verbose list, as json.dumps(indent=4) writes it nested in the list.
 _BRIEF_ENTRY = '        {{\n            "name": {},\n            "id": {}\n        }}'
@@ -141,8 +143,9 @@ class Api:
     """The WSGI application. `auth_key`, if set, is required by every command but trigger;
     `read_only_auth_key`, if also set, is accepted instead of it for get and list."""
 
-    def __init__(self, logic: BusinessLogic, auth_key: str | None = None,
-                 read_only_auth_key: str | None = None) -> None:
+    def __init__(
+        self, logic: BusinessLogic, auth_key: str | None = None, read_only_auth_key: str | None = None
+    ) -> None:
         self.logic = logic
         self.auth_key = auth_key
         self.read_only_auth_key = read_only_auth_key
@@ -167,8 +170,11 @@ class Api:
             return self._error(start_response, exc.http_status, str(exc))
         except Exception:
             log.exception("Unexpected error serving %s", environ.get("PATH_INFO"))
-            return self._error(start_response, "500 Internal Server Error",
-                               "Internal server error; the details are in the server log")
+            return self._error(
+                start_response,
+                "500 Internal Server Error",
+                "Internal server error; the details are in the server log",
+            )
         start_response("200 OK", list(_JSON_HEADERS))
         if isinstance(result, bytes):
             return [result]
@@ -187,8 +193,8 @@ class Api:
         short = _SHORT_TRIGGER.match(path)
         if short:
             command = "trigger"
-        elif path.startswith(URL_PREFIX) and path[len(URL_PREFIX):] in self.commands:
-            command = path[len(URL_PREFIX):]
+        elif path.startswith(URL_PREFIX) and path[len(URL_PREFIX) :] in self.commands:
+            command = path[len(URL_PREFIX) :]
         else:
             raise HttpError("404 Not Found", f"404 Not Found: no such endpoint {path!r}")
         query, problem = self._parse_query(environ.get("QUERY_STRING", ""))
@@ -225,8 +231,9 @@ class Api:
         if full or (read_only and command in READ_ONLY_COMMANDS):
             return
         if read_only:
-            raise HttpError("401 Unauthorized",
-                            f"401 Unauthorized: the read-only auth_key does not allow {command}")
+            raise HttpError(
+                "401 Unauthorized", f"401 Unauthorized: the read-only auth_key does not allow {command}"
+            )
         raise HttpError("401 Unauthorized", "401 Unauthorized: missing or wrong auth_key")
 
     # --- commands ----------------------------------------------------------------
@@ -243,16 +250,20 @@ class Api:
         raise BadRequestError("Must specify id, slug, or name" if name_ok else "Must specify id or slug")
 
     def _canary_response(self, canary: Canary) -> dict[str, Any]:
-        return {"status": "ok",
-                "canary": canary_to_json(canary, self.logic.periodicity_schedule(canary))}
+        return {"status": "ok", "canary": canary_to_json(canary, self.logic.periodicity_schedule(canary))}
 
     def create(self, request: Request) -> dict[str, Any]:
         name = request.required("name")
         periodicity = parse_periodicity(request.required("periodicity"))
         paused = request.boolean("paused")
         request.only(*PARAMETERS["create"])
-        canary = self.logic.create(name, periodicity, request.string("description") or "",
-                                   request.query.get("email", []), bool(paused))
+        canary = self.logic.create(
+            name,
+            periodicity,
+            request.string("description") or "",
+            request.query.get("email", []),
+            bool(paused),
+        )
         return self._canary_response(canary)
 
     def delete(self, request: Request) -> dict[str, Any]:
@@ -282,8 +293,9 @@ class Api:
     def list(self, request: Request) -> Iterator[bytes]:
         verbose, paused, late = (request.boolean(n) for n in ("verbose", "paused", "late"))
         request.only(*PARAMETERS["list"])
-        canaries = self.logic.list(verbose=bool(verbose), paused=paused, late=late,
-                                   search=request.string("search"))
+        canaries = self.logic.list(
+            verbose=bool(verbose), paused=paused, late=late, search=request.string("search")
+        )
         first = next(canaries, None)  # errors surface before the 200 is sent
         return self._stream_list(first, canaries, bool(verbose))
 
@@ -330,4 +342,3 @@ class Api:
         request.only(*PARAMETERS["unpause"])
         canary = self.logic.unpause(self._identify(request), request.string("comment") or "")
         return self._canary_response(canary)
-

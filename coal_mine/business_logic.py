@@ -123,7 +123,8 @@ class BusinessLogic:
                 raise BadRequestError(
                     f"Bad email address {address!r}: give one plain address (user@example.com, or a "
                     "local user name) "
-                    "per email parameter")
+                    "per email parameter"
+                )
         return emails
 
     # --- rules --------------------------------------------------------------------
@@ -139,8 +140,9 @@ class BusinessLogic:
         return PrunePolicy(HISTORY_MAX_ENTRIES, HISTORY_MIN_ENTRIES, now - HISTORY_MAX_AGE)
 
     @staticmethod
-    def _notification(kind: str, canary: Canary, now: datetime, deadline: datetime | None,
-                      history: list[HistoryEntry]) -> NewNotification:
+    def _notification(
+        kind: str, canary: Canary, now: datetime, deadline: datetime | None, history: list[HistoryEntry]
+    ) -> NewNotification:
         payload: dict[str, Any] = {
             "id": canary.id,
             "name": canary.name,
@@ -151,8 +153,9 @@ class BusinessLogic:
         }
         return NewNotification(kind=kind, created=now, payload=payload)
 
-    def _notifications_for(self, kind: str, canary: Canary, now: datetime, deadline: datetime | None,
-                           history: list[HistoryEntry]) -> list[NewNotification]:
+    def _notifications_for(
+        self, kind: str, canary: Canary, now: datetime, deadline: datetime | None, history: list[HistoryEntry]
+    ) -> list[NewNotification]:
         state = "late" if kind == "late" else "reporting again"
         log.info("Canary %s (%s) is %s", canary.id, canary.name, state)
         if not canary.emails:
@@ -183,8 +186,9 @@ class BusinessLogic:
 
     # --- operations -----------------------------------------------------------------
 
-    def find_identifier(self, name: str | None = None, slug: str | None = None,
-                        identifier: str | None = None) -> str:
+    def find_identifier(
+        self, name: str | None = None, slug: str | None = None, identifier: str | None = None
+    ) -> str:
         """The id of the canary named by id, else slug, else name."""
         if identifier:
             if self.store.get(identifier, history=False) is None:
@@ -197,8 +201,14 @@ class BusinessLogic:
             raise CanaryNotFoundError("Canary Not Found")
         return found
 
-    def create(self, name: str, periodicity: float | str, description: str = "",
-               emails: list[str] | None = None, paused: bool = False) -> Canary:
+    def create(
+        self,
+        name: str,
+        periodicity: float | str,
+        description: str = "",
+        emails: list[str] | None = None,
+        paused: bool = False,
+    ) -> Canary:
         """Add a canary; its deadline starts now unless it is created paused."""
         name = self._check_name(name)
         periodicity = self.check_periodicity(periodicity)
@@ -241,8 +251,14 @@ class BusinessLogic:
         log.info("Deleted canary %s", canary_id)
         self.on_change()
 
-    def update(self, canary_id: str, name: str | None = None, periodicity: float | str | None = None,
-               description: str | None = None, emails: list[str] | None = None) -> Canary:
+    def update(
+        self,
+        canary_id: str,
+        name: str | None = None,
+        periodicity: float | str | None = None,
+        description: str | None = None,
+        emails: list[str] | None = None,
+    ) -> Canary:
         """Change the given attributes; a new periodicity moves the deadline (and maybe lateness)."""
         if name is not None:
             self._check_name(name)
@@ -278,11 +294,13 @@ class BusinessLogic:
                         changes["late"] = late
                         updated = Canary(**{**canary.__dict__, **changes})
                         notifications = self._notifications_for(
-                            "late" if late else "resumed", updated, now, deadline, canary.history)
+                            "late" if late else "resumed", updated, now, deadline, canary.history
+                        )
             if not changes:
                 raise BadRequestError("No updates specified")
-            if not self.store.update(canary_id, changes, expect=self._expect(canary),
-                                     notifications=notifications):
+            if not self.store.update(
+                canary_id, changes, expect=self._expect(canary), notifications=notifications
+            ):
                 return None
             for key, value in changes.items():
                 setattr(canary, key, value)
@@ -332,8 +350,12 @@ class BusinessLogic:
                 raise BadRequestError("Canary is already paused")
             now = self.clock.now()
             ok = self.store.update(
-                canary_id, {"paused": True, "deadline": None}, expect=self._expect(canary),
-                history=(now, history_comment("Paused", comment)), prune=self._prune_policy(now))
+                canary_id,
+                {"paused": True, "deadline": None},
+                expect=self._expect(canary),
+                history=(now, history_comment("Paused", comment)),
+                prune=self._prune_policy(now),
+            )
             return self._require(canary_id, history=True) if ok else None
 
         return self._retry(attempt)
@@ -351,13 +373,20 @@ class BusinessLogic:
                 canary_id,
                 {"paused": False, "deadline": self.deadline_after(canary.periodicity, now)},
                 expect=self._expect(canary),
-                history=(now, history_comment("Unpaused", comment)), prune=self._prune_policy(now))
+                history=(now, history_comment("Unpaused", comment)),
+                prune=self._prune_policy(now),
+            )
             return self._require(canary_id, history=True) if ok else None
 
         return self._retry(attempt)
 
-    def list(self, verbose: bool = False, paused: bool | None = None, late: bool | None = None,
-             search: str | None = None) -> Iterator[Canary]:
+    def list(
+        self,
+        verbose: bool = False,
+        paused: bool | None = None,
+        late: bool | None = None,
+        search: str | None = None,
+    ) -> Iterator[Canary]:
         """Canaries in creation order; `search` is a regular expression over name, slug, id, emails.
 
         Matching a search has a total time budget (limits.SEARCH_TIME_LIMIT) and
@@ -370,8 +399,7 @@ class BusinessLogic:
         if not verbose:
             return iter(matching)
         ids = {canary.id for canary in matching}
-        return (c for c in self.store.iter_canaries(paused=paused, late=late, history=True)
-                if c.id in ids)
+        return (c for c in self.store.iter_canaries(paused=paused, late=late, history=True) if c.id in ids)
 
     def _search(self, search: str, paused: bool | None, late: bool | None) -> list[Canary]:
         """The canaries (without history) that `search` matches, within the time budget.
@@ -390,7 +418,8 @@ class BusinessLogic:
             if repeats > limits.MAX_SEARCH_REPEAT:
                 raise BadRequestError(
                     f"Search repeats too much (counted repetitions multiply to more than "
-                    f"{limits.MAX_SEARCH_REPEAT})")
+                    f"{limits.MAX_SEARCH_REPEAT})"
+                )
         try:
             matcher = regex.compile(search)
         except (regex.error, RecursionError, OverflowError, ValueError) as exc:
@@ -409,7 +438,8 @@ class BusinessLogic:
                 except TimeoutError:
                     raise BadRequestError(
                         f"Search took longer than {limits.SEARCH_TIME_LIMIT:g} s; "
-                        "use a simpler regular expression") from None
+                        "use a simpler regular expression"
+                    ) from None
         return found
 
     def periodicity_schedule(self, canary: Canary) -> list[tuple[datetime, datetime, float | str]] | None:
@@ -433,8 +463,9 @@ class BusinessLogic:
         if full is None or self._expect(full) != self._expect(canary):
             return False
         notifications = self._notifications_for("late", full, now, full.deadline, full.history or [])
-        ok = self.store.update(canary.id, {"late": True}, expect=self._expect(canary),
-                               notifications=notifications)
+        ok = self.store.update(
+            canary.id, {"late": True}, expect=self._expect(canary), notifications=notifications
+        )
         if ok:
             self.on_change()
         return ok

@@ -105,8 +105,16 @@ _KNOWN = {
     "sqlite": {"path", "synchronous"},
     "mongodb": {"hosts", "database", "username", "password"},
     "email": {"sender", "host", "port", "username", "password", "security", "timeout"},
-    "wsgi": {"port", "host", "auth_key", "read_only_auth_key", "certfile", "keyfile", "workers",
-             "request_timeout"},
+    "wsgi": {
+        "port",
+        "host",
+        "auth_key",
+        "read_only_auth_key",
+        "certfile",
+        "keyfile",
+        "workers",
+        "request_timeout",
+    },
     "watcher": {"rescan_interval", "delayed_after", "retry_max_delay"},
 }
 
@@ -115,7 +123,7 @@ def _int(where: str, value: str, low: int, high: int) -> int:
     try:
         number = int(value.strip())
     except ValueError:
-        raise ConfigError(f"{where}: \"{value}\" is not a whole number") from None
+        raise ConfigError(f'{where}: "{value}" is not a whole number') from None
     if not low <= number <= high:
         raise ConfigError(f"{where}: {number} is out of range ({low}..{high})")
     return number
@@ -125,7 +133,7 @@ def _seconds(where: str, value: str) -> float:
     try:
         number = float(value.strip())
     except ValueError:
-        raise ConfigError(f"{where}: \"{value}\" is not a number of seconds") from None
+        raise ConfigError(f'{where}: "{value}" is not a number of seconds') from None
     if not 0 < number < 10**9:
         raise ConfigError(f"{where}: {value} must be a positive number of seconds")
     return number
@@ -137,13 +145,13 @@ def _bool(where: str, value: str) -> bool:
         return True
     if lowered in ("0", "no", "false", "off"):
         return False
-    raise ConfigError(f"{where}: \"{value}\" is not a boolean (use true or false)")
+    raise ConfigError(f'{where}: "{value}" is not a boolean (use true or false)')
 
 
 def _choice(where: str, value: str, choices: tuple[str, ...]) -> str:
     lowered = value.strip().lower()
     if lowered not in choices:
-        raise ConfigError(f"{where}: \"{value}\" must be one of {', '.join(choices)}")
+        raise ConfigError(f'{where}: "{value}" must be one of {", ".join(choices)}')
     return lowered
 
 
@@ -197,12 +205,24 @@ def from_environment(environ: Mapping[str, str]) -> Config:
     def where(names: dict[str, str]) -> Namer:
         return lambda key: names.get(key, key.upper())
 
-    email_names = {"sender": "EMAIL_SENDER", "host": "SMTP_HOST", "port": "SMTP_PORT",
-                   "username": "SMTP_USERNAME", "password": "SMTP_PASSWORD",
-                   "security": "SMTP_SECURITY", "timeout": "SMTP_TIMEOUT"}
-    wsgi_names = {"port": "WSGI_PORT", "auth_key": "WSGI_AUTH_KEY",
-                  "read_only_auth_key": "WSGI_READ_ONLY_AUTH_KEY", "certfile": "WSGI_CERTFILE",
-                  "keyfile": "WSGI_KEYFILE", "host": "WSGI_HOST", "workers": "WSGI_WORKERS"}
+    email_names = {
+        "sender": "EMAIL_SENDER",
+        "host": "SMTP_HOST",
+        "port": "SMTP_PORT",
+        "username": "SMTP_USERNAME",
+        "password": "SMTP_PASSWORD",
+        "security": "SMTP_SECURITY",
+        "timeout": "SMTP_TIMEOUT",
+    }
+    wsgi_names = {
+        "port": "WSGI_PORT",
+        "auth_key": "WSGI_AUTH_KEY",
+        "read_only_auth_key": "WSGI_READ_ONLY_AUTH_KEY",
+        "certfile": "WSGI_CERTFILE",
+        "keyfile": "WSGI_KEYFILE",
+        "host": "WSGI_HOST",
+        "workers": "WSGI_WORKERS",
+    }
     email = _email(getter(email_names), where(email_names))
     if bool(email.username) != bool(email.password):
         raise ConfigError("SMTP_USERNAME and SMTP_PASSWORD must be given together")
@@ -235,6 +255,7 @@ def from_ini(path: str) -> Config:
         def get(key: str) -> str | None:
             value = parser.get(section, key, fallback=None)
             return value.strip() if value is not None and value.strip() else None
+
         return get
 
     def section_where(section: str) -> Namer:
@@ -262,16 +283,21 @@ def from_ini(path: str) -> Config:
         for key, value in section.items():
             if not value.strip():
                 raise ConfigError(f"{path}: [mongodb] {key} is empty")
-        store = MongoConfig(hosts=hosts, database=database.strip() if database else None,
-                            username=username or None, password=password or None,
-                            options={key: value.strip() for key, value in section.items()})
+        store = MongoConfig(
+            hosts=hosts,
+            database=database.strip() if database else None,
+            username=username or None,
+            password=password or None,
+            options={key: value.strip() for key, value in section.items()},
+        )
     else:
         get = section_getter("sqlite")
         synchronous = get("synchronous")
         store = SQLiteConfig(
             path=get("path") or DEFAULT_SQLITE_PATH,
             synchronous=_choice("[sqlite] synchronous", synchronous, ("normal", "full"))
-            if synchronous else "normal",
+            if synchronous
+            else "normal",
         )
 
     log_get = section_getter("logging")
@@ -284,10 +310,9 @@ def from_ini(path: str) -> Config:
     )
 
     watch_get = section_getter("watcher")
-    watcher = WatcherConfig(**{
-        key: _seconds(f"[watcher] {key}", value)
-        for key in _KNOWN["watcher"] if (value := watch_get(key))
-    })
+    watcher = WatcherConfig(
+        **{key: _seconds(f"[watcher] {key}", value) for key in _KNOWN["watcher"] if (value := watch_get(key))}
+    )
     return Config(
         source=str(Path(path).resolve()),
         store=store,
@@ -307,8 +332,11 @@ def find_config_file(search_dirs: tuple[str, ...] = SEARCH_DIRS) -> str | None:
     return None
 
 
-def load_config(path: str | None = None, environ: Mapping[str, str] | None = None,
-                search_dirs: tuple[str, ...] = SEARCH_DIRS) -> Config:
+def load_config(
+    path: str | None = None,
+    environ: Mapping[str, str] | None = None,
+    search_dirs: tuple[str, ...] = SEARCH_DIRS,
+) -> Config:
     """The server's configuration: an explicit file, else the environment mode when
     MONGODB_URI is set, else the first coal-mine.ini found, else the defaults (SQLite)."""
     environ = os.environ if environ is None else environ

@@ -62,15 +62,17 @@ def redact(text: str, secrets: Iterable[str] = ()) -> str:
 def error_response(status: str, message: str) -> bytes:
     """A complete HTTP/1.0 JSON error response, for answers sent outside the WSGI app."""
     body = json.dumps({"status": "error", "error": message}, indent=4).encode() + b"\n"
-    return (f"HTTP/1.0 {status}\r\nContent-Type: application/json; charset=utf-8\r\n"
-            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n").encode() + body
+    return (
+        f"HTTP/1.0 {status}\r\nContent-Type: application/json; charset=utf-8\r\n"
+        f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+    ).encode() + body
 
 
 _BUSY = error_response("503 Service Unavailable", "Server is busy; try again")
-_LINE_TOO_LONG = error_response(
-    "414 URI Too Long", f"Request line longer than {MAX_REQUEST_LINE} bytes")
+_LINE_TOO_LONG = error_response("414 URI Too Long", f"Request line longer than {MAX_REQUEST_LINE} bytes")
 _HEAD_TOO_LARGE = error_response(
-    "431 Request Header Fields Too Large", f"Request head longer than {MAX_REQUEST_HEAD} bytes")
+    "431 Request Header Fields Too Large", f"Request head longer than {MAX_REQUEST_HEAD} bytes"
+)
 
 
 def _head_complete(buffer: bytes | bytearray) -> bool:
@@ -123,8 +125,9 @@ class RequestHandler(WSGIRequestHandler):
             return
         if not self.raw_requestline or not self.parse_request():
             return
-        handler = ServerHandler(self.rfile, self.wfile, self.get_stderr(), self.get_environ(),
-                                multithread=False)
+        handler = ServerHandler(
+            self.rfile, self.wfile, self.get_stderr(), self.get_environ(), multithread=False
+        )
         handler.request_handler = self  # wsgiref logs through it
         handler.run(self.server.get_app())
 
@@ -161,11 +164,19 @@ class PooledWSGIServer(WSGIServer):
     request_queue_size = 1024  # listen backlog, sized for bursts at the top of the hour
     allow_reuse_address = True
 
-    def __init__(self, address: tuple[str, int], app: Any, *, workers: int = 16,
-                 queue_size: int = 512, request_timeout: float = 10.0,
-                 max_pending: int = MAX_PENDING_CONNECTIONS,
-                 ssl_context: ssl.SSLContext | None = None, secrets: Iterable[str] = (),
-                 handler_class: type[RequestHandler] = RequestHandler) -> None:
+    def __init__(
+        self,
+        address: tuple[str, int],
+        app: Any,
+        *,
+        workers: int = 16,
+        queue_size: int = 512,
+        request_timeout: float = 10.0,
+        max_pending: int = MAX_PENDING_CONNECTIONS,
+        ssl_context: ssl.SSLContext | None = None,
+        secrets: Iterable[str] = (),
+        handler_class: type[RequestHandler] = RequestHandler,
+    ) -> None:
         self._workers: list[threading.Thread] = []  # server_close() runs if binding fails
         self._wake_read, self._wake_write = socket.socketpair()
         handler = type("Handler", (handler_class,), {"timeout": request_timeout})
@@ -173,8 +184,9 @@ class PooledWSGIServer(WSGIServer):
         self.set_app(app)
         self.ssl_context = ssl_context
         if ssl_context is not None:
-            self.socket = ssl_context.wrap_socket(self.socket, server_side=True,
-                                                  do_handshake_on_connect=False)
+            self.socket = ssl_context.wrap_socket(
+                self.socket, server_side=True, do_handshake_on_connect=False
+            )
         self.secrets = tuple(s for s in secrets if s)
         self.request_timeout = request_timeout
         self.max_pending = max_pending
@@ -182,8 +194,7 @@ class PooledWSGIServer(WSGIServer):
         self._stopping = False
         self._stopped = threading.Event()
         self._workers = [
-            threading.Thread(target=self._work, name=f"http-worker-{i}", daemon=True)
-            for i in range(workers)
+            threading.Thread(target=self._work, name=f"http-worker-{i}", daemon=True) for i in range(workers)
         ]
         for worker in self._workers:
             worker.start()
@@ -255,9 +266,14 @@ class PooledWSGIServer(WSGIServer):
             # The listening socket is wrapped, so with HTTPS `sock` is an SSLSocket whose
             # handshake has not started.
             state = _PLAIN if self.ssl_context is None else _HANDSHAKE
-            pending[sock.fileno()] = [sock, address, bytearray(),
-                                      time.monotonic() + self.request_timeout, state,
-                                      selectors.EVENT_READ]
+            pending[sock.fileno()] = [
+                sock,
+                address,
+                bytearray(),
+                time.monotonic() + self.request_timeout,
+                state,
+                selectors.EVENT_READ,
+            ]
             selector.register(sock, selectors.EVENT_READ)
 
     def _read(self, selector: selectors.BaseSelector, pending: dict[int, list[Any]], fd: int) -> None:
@@ -302,8 +318,9 @@ class PooledWSGIServer(WSGIServer):
             log.warning("%s rejected: all workers busy", address[0])
             self._reply_and_close(sock, _BUSY)
 
-    def _handshake(self, selector: selectors.BaseSelector, pending: dict[int, list[Any]], fd: int,
-                   entry: list[Any]) -> bool:
+    def _handshake(
+        self, selector: selectors.BaseSelector, pending: dict[int, list[Any]], fd: int, entry: list[Any]
+    ) -> bool:
         """Take the TLS handshake one step; whether it is done (a failed one drops the connection)."""
         try:
             entry[0].do_handshake()
@@ -326,8 +343,9 @@ class PooledWSGIServer(WSGIServer):
             selector.modify(entry[0], events)
             entry[5] = events
 
-    def _drop(self, selector: selectors.BaseSelector, pending: dict[int, list[Any]], fd: int,
-              reply: bytes) -> None:
+    def _drop(
+        self, selector: selectors.BaseSelector, pending: dict[int, list[Any]], fd: int, reply: bytes
+    ) -> None:
         entry = pending.pop(fd)
         selector.unregister(entry[0])
         # Mid-handshake there is no channel to answer on.

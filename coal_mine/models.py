@@ -80,7 +80,7 @@ class AlreadyExistsError(CoalMineError):
     """A unique field (id or slug) would be duplicated."""
 
     def __init__(self, field_name: str, value: str) -> None:
-        super().__init__(f"A canary with {field_name} \"{value}\" already exists")
+        super().__init__(f'A canary with {field_name} "{value}" already exists')
         self.field_name = field_name
         self.value = value
 

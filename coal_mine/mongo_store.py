@@ -213,9 +213,14 @@ class MongoStore(AbstractStore):
     connection dropped after sending) is checked before it is sent again.
     """
 
-    def __init__(self, database: Any, *, client: Any = None,
-                 retry_delays: Sequence[float] = DEFAULT_RETRY_DELAYS,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
+    def __init__(
+        self,
+        database: Any,
+        *,
+        client: Any = None,
+        retry_delays: Sequence[float] = DEFAULT_RETRY_DELAYS,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
         self.db = database
         self.canaries = database["canaries"]
         self.side = database["notifications"]
@@ -224,9 +229,15 @@ class MongoStore(AbstractStore):
         self._sleep = sleep
 
     @classmethod
-    def from_settings(cls, hosts: str, database: str | None = None, username: str | None = None,
-                      password: str | None = None, options: Mapping[str, Any] | None = None,
-                      **kwargs: Any) -> MongoStore:
+    def from_settings(
+        cls,
+        hosts: str,
+        database: str | None = None,
+        username: str | None = None,
+        password: str | None = None,
+        options: Mapping[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> MongoStore:
         """Build the client, which connects lazily (on first use), so this is fast.
 
         Raises MongoSettingsError naming the bad setting: "hosts", "database" or
@@ -322,8 +333,11 @@ class MongoStore(AbstractStore):
         # opened by a background process) still refuses plain duplicates.
         self._refuse_duplicates(canary.id, canary.slug)
         try:
-            self._run("insert", lambda: self.canaries.insert_one(doc),
-                      applied=lambda: self.canaries.find_one({"_id": doc["_id"]}, {"_id": 1}) is not None)
+            self._run(
+                "insert",
+                lambda: self.canaries.insert_one(doc),
+                applied=lambda: self.canaries.find_one({"_id": doc["_id"]}, {"_id": 1}) is not None,
+            )
         except DuplicateKeyError as exc:
             if self.canaries.find_one({"_id": doc["_id"]}, {"_id": 1}) is not None:
                 return  # our own earlier attempt landed
@@ -403,14 +417,20 @@ class MongoStore(AbstractStore):
         if pushes:
             ops["$push"] = pushes
         if "slug" in changes:
-            clash = self._run("find", lambda: self.canaries.find_one(
-                {"slug": changes["slug"], "id": {"$ne": canary_id}}, {"_id": 1}))
+            clash = self._run(
+                "find",
+                lambda: self.canaries.find_one(
+                    {"slug": changes["slug"], "id": {"$ne": canary_id}}, {"_id": 1}
+                ),
+            )
             if clash is not None:
                 raise AlreadyExistsError("slug", changes["slug"])
 
         def applied() -> bool:
-            doc = self.canaries.find_one({"id": canary_id}, {"history": {"$slice": 50}, "notifications": 1,
-                                                              **{name: 1 for name in changes}})
+            doc = self.canaries.find_one(
+                {"id": canary_id},
+                {"history": {"$slice": 50}, "notifications": 1, **{name: 1 for name in changes}},
+            )
             if doc is None:
                 return False
             if notes:
@@ -452,10 +472,15 @@ class MongoStore(AbstractStore):
         """
         history_size = {"$size": {"$ifNull": ["$history", []]}}
         oldest_time = {"$arrayElemAt": [{"$arrayElemAt": ["$history", -1]}, 0]}
-        query = {"id": canary_id, "$expr": {"$and": [
-            {"$gt": [history_size, policy.min_entries]},
-            {"$lt": [oldest_time, policy.older_than]},
-        ]}}
+        query = {
+            "id": canary_id,
+            "$expr": {
+                "$and": [
+                    {"$gt": [history_size, policy.min_entries]},
+                    {"$lt": [oldest_time, policy.older_than]},
+                ]
+            },
+        }
         for _ in range(policy.max_entries + 1):
             result = self._run("prune", lambda: self.canaries.update_one(query, {"$pop": {"history": 1}}))
             if result.modified_count == 0:
@@ -473,16 +498,21 @@ class MongoStore(AbstractStore):
         self._adopt_legacy(canary_id)  # a Coal Mine notify flag is a pending message too
         gone_after_uncertain_delete = False
         for _ in range(_DELETE_ATTEMPTS):
-            doc = self._run("find", lambda: self.canaries.find_one({"id": canary_id},
-                                                                  {"_id": 1, "notifications": 1}))
+            doc = self._run(
+                "find", lambda: self.canaries.find_one({"id": canary_id}, {"_id": 1, "notifications": 1})
+            )
             if doc is None:
                 return gone_after_uncertain_delete
             notes = doc.get("notifications") or []
             nids = [n["nid"] for n in notes]
             self._run("delete", lambda: self.side.delete_many({"canary_id": canary_id, "staged": True}))
             for note in notes:
-                copy = {"_id": note["nid"], "canary_id": canary_id, "staged": True,
-                        **{k: v for k, v in note.items() if k != "nid"}}
+                copy = {
+                    "_id": note["nid"],
+                    "canary_id": canary_id,
+                    "staged": True,
+                    **{k: v for k, v in note.items() if k != "nid"},
+                }
                 self._run("insert", lambda c=copy: self.side.replace_one({"_id": c["_id"]}, c, upsert=True))
             query: dict[str, Any] = {"_id": doc["_id"]}
             query["notifications"] = notes if notes else {"$in": [None, []]}
@@ -493,8 +523,10 @@ class MongoStore(AbstractStore):
             result = self._run("delete", lambda q=query: self.canaries.delete_one(q), deleted)
             if result is _APPLIED or result.deleted_count == 1:
                 if nids:
-                    self._run("update", lambda n=nids: self.side.update_many(
-                        {"_id": {"$in": n}}, {"$unset": {"staged": ""}}))
+                    self._run(
+                        "update",
+                        lambda n=nids: self.side.update_many({"_id": {"$in": n}}, {"$unset": {"staged": ""}}),
+                    )
                 return True
             gone_after_uncertain_delete = result is _APPLIED
             self._run("delete", lambda: self.side.delete_many({"canary_id": canary_id, "staged": True}))
@@ -532,16 +564,29 @@ class MongoStore(AbstractStore):
     _WATCHED = {"paused": False, "late": False}
 
     def earliest_deadline(self) -> datetime | None:
-        doc = self._run("find", lambda: self.canaries.find_one(
-            {**self._WATCHED, "deadline": {"$ne": None}}, {"_id": 0, "deadline": 1},
-            sort=[("deadline", ASCENDING)]))
+        doc = self._run(
+            "find",
+            lambda: self.canaries.find_one(
+                {**self._WATCHED, "deadline": {"$ne": None}},
+                {"_id": 0, "deadline": 1},
+                sort=[("deadline", ASCENDING)],
+            ),
+        )
         return _utc(doc["deadline"]) if doc else None
 
     def due_canaries(self, now: datetime, limit: int) -> list[Canary]:
-        return self._run("find", lambda: [
-            _doc_to_canary(doc, False) for doc in self.canaries.find(
-                {**self._WATCHED, "deadline": {"$lt": now}}, self._projection(False),
-                sort=[("deadline", ASCENDING)], limit=limit)])
+        return self._run(
+            "find",
+            lambda: [
+                _doc_to_canary(doc, False)
+                for doc in self.canaries.find(
+                    {**self._WATCHED, "deadline": {"$lt": now}},
+                    self._projection(False),
+                    sort=[("deadline", ASCENDING)],
+                    limit=limit,
+                )
+            ],
+        )
 
     # --- notification outbox -------------------------------------------------------------
 
@@ -558,8 +603,10 @@ class MongoStore(AbstractStore):
         query: dict[str, Any] = {"notify": True}
         if canary_id is not None:
             query["id"] = canary_id
-        docs = self._run("find", lambda: list(self.canaries.find(
-            query, {"_id": 0, "notifications": 0}, limit=_CLAIM_BATCH)))
+        docs = self._run(
+            "find",
+            lambda: list(self.canaries.find(query, {"_id": 0, "notifications": 0}, limit=_CLAIM_BATCH)),
+        )
         moved = False
         for doc in docs:
             new = legacy_notification(doc)
@@ -568,8 +615,13 @@ class MongoStore(AbstractStore):
                 ops["$push"] = {"notifications": _note_doc(new)}
             else:
                 log.info("Canary %s has no email addresses: no %s message to send", doc["id"], new.kind)
-            guard = {"id": doc["id"], "notify": True, "late": doc.get("late", False),
-                     "paused": doc.get("paused", False), "deadline": doc.get("deadline")}
+            guard = {
+                "id": doc["id"],
+                "notify": True,
+                "late": doc.get("late", False),
+                "paused": doc.get("paused", False),
+                "deadline": doc.get("deadline"),
+            }
             result = self._run("update", lambda g=guard, o=ops: self.canaries.update_one(g, o))
             moved = moved or result.matched_count == 1
         return moved
@@ -578,19 +630,25 @@ class MongoStore(AbstractStore):
         """Sendable heads: (not_before, created, nid, canary_id, where), earliest first."""
         due = {"notifications.0.not_before": {"$lte": now}, **_lease_free(now, "notifications.0.")}
         found = []
-        for doc in self.canaries.find(due, {"_id": 0, "id": 1, "notifications": {"$slice": 1}},
-                                      sort=[("notifications.0.not_before", ASCENDING)], limit=_CLAIM_BATCH):
+        for doc in self.canaries.find(
+            due,
+            {"_id": 0, "id": 1, "notifications": {"$slice": 1}},
+            sort=[("notifications.0.not_before", ASCENDING)],
+            limit=_CLAIM_BATCH,
+        ):
             head = doc["notifications"][0]
             found.append((_utc(head["not_before"]), _utc(head["created"]), head["nid"], doc["id"], "canary"))
         heads: dict[str, Mapping[str, Any]] = {}
-        for note in self.side.find({"staged": {"$exists": False}},
-                                   sort=[("created", ASCENDING), ("_id", ASCENDING)]):
+        for note in self.side.find(
+            {"staged": {"$exists": False}}, sort=[("created", ASCENDING), ("_id", ASCENDING)]
+        ):
             heads.setdefault(note["canary_id"], note)
         for note in heads.values():
             lease_until = _utc(note.get("lease_until"))
             if _utc(note["not_before"]) <= now and (lease_until is None or lease_until <= now):
-                found.append((_utc(note["not_before"]), _utc(note["created"]), note["_id"],
-                              note["canary_id"], "side"))
+                found.append(
+                    (_utc(note["not_before"]), _utc(note["created"]), note["_id"], note["canary_id"], "side")
+                )
         return sorted(found, key=lambda c: c[:3])
 
     def _recover_staged(self) -> None:
@@ -612,61 +670,101 @@ class MongoStore(AbstractStore):
                 return None
             for _not_before, _created, nid, canary_id, where in candidates:
                 if where == "canary":
-                    doc = self._run("claim", lambda c=canary_id, n=nid: self.canaries.find_one_and_update(
-                        {"id": c, "notifications.0.nid": n, "notifications.0.not_before": {"$lte": now},
-                         **_lease_free(now, "notifications.0.")},
-                        {"$set": {f"notifications.0.{k}": v for k, v in lease.items()}},
-                        projection={"_id": 0, "id": 1, "notifications": {"$slice": 1}},
-                        return_document=ReturnDocument.BEFORE))
+                    doc = self._run(
+                        "claim",
+                        lambda c=canary_id, n=nid: self.canaries.find_one_and_update(
+                            {
+                                "id": c,
+                                "notifications.0.nid": n,
+                                "notifications.0.not_before": {"$lte": now},
+                                **_lease_free(now, "notifications.0."),
+                            },
+                            {"$set": {f"notifications.0.{k}": v for k, v in lease.items()}},
+                            projection={"_id": 0, "id": 1, "notifications": {"$slice": 1}},
+                            return_document=ReturnDocument.BEFORE,
+                        ),
+                    )
                     if doc is not None:
                         return _note_from_doc(doc["id"], doc["notifications"][0])
                 else:
-                    note = self._run("claim", lambda n=nid: self.side.find_one_and_update(
-                        {"_id": n, "staged": {"$exists": False}, "not_before": {"$lte": now},
-                         **_lease_free(now)},
-                        {"$set": lease}, return_document=ReturnDocument.BEFORE))
+                    note = self._run(
+                        "claim",
+                        lambda n=nid: self.side.find_one_and_update(
+                            {
+                                "_id": n,
+                                "staged": {"$exists": False},
+                                "not_before": {"$lte": now},
+                                **_lease_free(now),
+                            },
+                            {"$set": lease},
+                            return_document=ReturnDocument.BEFORE,
+                        ),
+                    )
                     if note is not None:
                         return _note_from_doc(note["canary_id"], note, "_id")
             # Every candidate was taken by another claimer meanwhile: look again.
         return None
 
     def complete_notification(self, notification: Notification, owner: str) -> None:
-        head = {"id": notification.canary_id, "notifications.0.nid": notification.id,
-                "notifications.0.lease_owner": owner}
+        head = {
+            "id": notification.canary_id,
+            "notifications.0.nid": notification.id,
+            "notifications.0.lease_owner": owner,
+        }
         pop = {"$pop": {"notifications": -1}}
         result = self._run("complete", lambda: self.canaries.update_one(head, pop))
         if result.modified_count:
             # Leave no empty array behind; a concurrent $push recreates the field anyway.
-            self._run("complete", lambda: self.canaries.update_one(
-                {"id": notification.canary_id, "notifications": {"$size": 0}},
-                {"$unset": {"notifications": ""}}))
+            self._run(
+                "complete",
+                lambda: self.canaries.update_one(
+                    {"id": notification.canary_id, "notifications": {"$size": 0}},
+                    {"$unset": {"notifications": ""}},
+                ),
+            )
             return
         self._run("complete", lambda: self.side.delete_one({"_id": notification.id, "lease_owner": owner}))
 
     def retry_notification(self, notification: Notification, owner: str, not_before: datetime) -> None:
-        head = {"id": notification.canary_id, "notifications.0.nid": notification.id,
-                "notifications.0.lease_owner": owner}
-        ops = {"$inc": {"notifications.0.attempts": 1},
-               "$set": {"notifications.0.not_before": not_before, "notifications.0.lease_owner": None,
-                        "notifications.0.lease_until": None}}
+        head = {
+            "id": notification.canary_id,
+            "notifications.0.nid": notification.id,
+            "notifications.0.lease_owner": owner,
+        }
+        ops = {
+            "$inc": {"notifications.0.attempts": 1},
+            "$set": {
+                "notifications.0.not_before": not_before,
+                "notifications.0.lease_owner": None,
+                "notifications.0.lease_until": None,
+            },
+        }
         result = self._run("retry", lambda: self.canaries.update_one(head, ops))
         if result.matched_count:
             return
-        self._run("retry", lambda: self.side.update_one(
-            {"_id": notification.id, "lease_owner": owner},
-            {"$inc": {"attempts": 1}, "$set": {"not_before": not_before, "lease_owner": None,
-                                               "lease_until": None}}))
+        self._run(
+            "retry",
+            lambda: self.side.update_one(
+                {"_id": notification.id, "lease_owner": owner},
+                {
+                    "$inc": {"attempts": 1},
+                    "$set": {"not_before": not_before, "lease_owner": None, "lease_until": None},
+                },
+            ),
+        )
 
     def next_notification_time(self) -> datetime | None:
         def scan() -> datetime | None:
             times = []
-            for doc in self.canaries.find({"notifications.0.not_before": {"$exists": True}},
-                                          {"_id": 0, "notifications": {"$slice": 1}}):
+            for doc in self.canaries.find(
+                {"notifications.0.not_before": {"$exists": True}}, {"_id": 0, "notifications": {"$slice": 1}}
+            ):
                 head = doc["notifications"][0]
                 times.append(max(filter(None, (_utc(head["not_before"]), _utc(head.get("lease_until"))))))
             heads: dict[str, Mapping[str, Any]] = {}
-            for note in self.side.find({"staged": {"$exists": False}},
-                                       sort=[("created", ASCENDING), ("_id", ASCENDING)]):
+            for note in self.side.find(
+                {"staged": {"$exists": False}}, sort=[("created", ASCENDING), ("_id", ASCENDING)]
+            ):
                 heads.setdefault(note["canary_id"], note)
             for note in heads.values():
                 times.append(max(filter(None, (_utc(note["not_before"]), _utc(note.get("lease_until"))))))
@@ -678,19 +776,28 @@ class MongoStore(AbstractStore):
 
     def pending_notifications(self) -> list[Notification]:
         """Ours (in canaries and the side collection) and Coal Mine's notify flags (id "notify:<id>")."""
+
         def scan() -> list[Notification]:
             found = []
-            for doc in self.canaries.find({"notifications.0": {"$exists": True}},
-                                          {"_id": 0, "id": 1, "notifications": 1}):
+            for doc in self.canaries.find(
+                {"notifications.0": {"$exists": True}}, {"_id": 0, "id": 1, "notifications": 1}
+            ):
                 found.extend(_note_from_doc(doc["id"], note) for note in doc["notifications"])
             for note in self.side.find({"staged": {"$exists": False}}):
                 found.append(_note_from_doc(note["canary_id"], note, "_id"))
             for doc in self.canaries.find({"notify": True}, {"_id": 0, "notifications": 0}):
                 new = legacy_notification(doc)
                 if doc.get("emails"):
-                    found.append(Notification(id=f"notify:{doc['id']}", canary_id=doc["id"], kind=new.kind,
-                                              created=new.created, payload=new.payload,
-                                              not_before=new.created))
+                    found.append(
+                        Notification(
+                            id=f"notify:{doc['id']}",
+                            canary_id=doc["id"],
+                            kind=new.kind,
+                            created=new.created,
+                            payload=new.payload,
+                            not_before=new.created,
+                        )
+                    )
             return sorted(found, key=lambda n: n.created)  # stable: each canary's own order kept
 
         return self._run("find", scan)

@@ -87,16 +87,20 @@ def message_body(notification: Notification, *, now: datetime, delayed: bool) ->
     ident = payload.get("id", notification.canary_id)
     lines = []
     if delayed:
-        lines += [f"NOTE: this message is delayed. The event happened at {notification.created.isoformat()}; "
-                  f"it could not be delivered until {now.isoformat()}.", ""]
+        lines += [
+            f"NOTE: this message is delayed. The event happened at {notification.created.isoformat()}; "
+            f"it could not be delivered until {now.isoformat()}.",
+            "",
+        ]
     deadline = payload.get("deadline")
     if notification.kind == "late":
-        lines.append(f'Canary "{name}" (id {ident}) has not reported. '
-                     f"It was expected before {deadline}.")
+        lines.append(f'Canary "{name}" (id {ident}) has not reported. It was expected before {deadline}.')
     else:
         next_deadline = f"Its next deadline is {deadline}." if deadline else "It has no deadline now."
-        lines.append(f'Canary "{name}" (id {ident}) is reporting again: it reported at '
-                     f"{payload.get('when')}. {next_deadline}")
+        lines.append(
+            f'Canary "{name}" (id {ident}) is reporting again: it reported at '
+            f"{payload.get('when')}. {next_deadline}"
+        )
     history = payload.get("history") or []
     if history:
         lines += ["", "Most recent history (newest first):"]
@@ -104,8 +108,9 @@ def message_body(notification: Notification, *, now: datetime, delayed: bool) ->
     return "\n".join(lines) + "\n"
 
 
-def build_message(notification: Notification, sender: str, *, now: datetime,
-                  delayed: bool = False) -> EmailMessage:
+def build_message(
+    notification: Notification, sender: str, *, now: datetime, delayed: bool = False
+) -> EmailMessage:
     """The email for one notification. Text from users never reaches a header with a
     line break in it, so it cannot add headers."""
     name = one_line(notification.payload.get("name", ""))
@@ -152,11 +157,17 @@ class SMTPNotifier(Notifier):
             self._local_hostname = socket.getfqdn()
         smtp: smtplib.SMTP
         if config.security == "ssl":
-            smtp = smtplib.SMTP_SSL(config.host, self.port, local_hostname=self._local_hostname,
-                                    timeout=config.timeout, context=ssl.create_default_context())
+            smtp = smtplib.SMTP_SSL(
+                config.host,
+                self.port,
+                local_hostname=self._local_hostname,
+                timeout=config.timeout,
+                context=ssl.create_default_context(),
+            )
         else:
-            smtp = smtplib.SMTP(config.host, self.port, local_hostname=self._local_hostname,
-                                timeout=config.timeout)
+            smtp = smtplib.SMTP(
+                config.host, self.port, local_hostname=self._local_hostname, timeout=config.timeout
+            )
         try:
             smtp.ehlo_or_helo_if_needed()
             if config.security == "starttls":
@@ -177,24 +188,31 @@ class SMTPNotifier(Notifier):
         except smtplib.SMTPRecipientsRefused as exc:
             self.close()
             codes = [code for code, _ in exc.recipients.values()]
-            raise DeliveryError(f"all recipients refused: {exc.recipients}",
-                                retryable=all(_is_transient(c) for c in codes)) from exc
+            raise DeliveryError(
+                f"all recipients refused: {exc.recipients}", retryable=all(_is_transient(c) for c in codes)
+            ) from exc
         except smtplib.SMTPServerDisconnected as exc:
             self.close()
             raise DeliveryError(f"SMTP server disconnected: {exc}", retryable=True) from exc
         except smtplib.SMTPResponseException as exc:  # sender refused, data error, auth, greeting
             self.close()
-            error = exc.smtp_error.decode(errors="replace") if isinstance(exc.smtp_error, bytes) \
+            error = (
+                exc.smtp_error.decode(errors="replace")
+                if isinstance(exc.smtp_error, bytes)
                 else str(exc.smtp_error)
-            raise DeliveryError(f"SMTP error {exc.smtp_code}: {error}",
-                                retryable=_is_transient(exc.smtp_code)) from exc
+            )
+            raise DeliveryError(
+                f"SMTP error {exc.smtp_code}: {error}", retryable=_is_transient(exc.smtp_code)
+            ) from exc
         except smtplib.SMTPException as exc:  # e.g. no STARTTLS, no SMTPUTF8, no AUTH
             self.close()
             raise DeliveryError(f"{type(exc).__name__}: {exc}", retryable=False) from exc
         except OSError as exc:  # refused, unreachable, timeout, TLS failure
             self.close()
-            raise DeliveryError(f"cannot reach SMTP server {self.config.host}:{self.port}: "
-                                f"{type(exc).__name__}: {exc}", retryable=True) from exc
+            raise DeliveryError(
+                f"cannot reach SMTP server {self.config.host}:{self.port}: {type(exc).__name__}: {exc}",
+                retryable=True,
+            ) from exc
         except (ValueError, UnicodeError) as exc:  # a message smtplib cannot put on the wire
             self.close()
             raise DeliveryError(f"{type(exc).__name__}: {exc}", retryable=False) from exc
@@ -225,11 +243,21 @@ class OutboxSender(BackgroundLoop):
 
     name = "notification-sender"
 
-    def __init__(self, store: AbstractStore, notifier: Notifier | None, sender: str | None, *,
-                 clock: Clock | None = None, owner: str | None = None,
-                 rescan_interval: float = 10.0, retry_base: float = 1.0,
-                 retry_max_delay: float = 300.0, delayed_after: float = 86400.0,
-                 lease_seconds: float = 150.0, batch_size: int = 100) -> None:
+    def __init__(
+        self,
+        store: AbstractStore,
+        notifier: Notifier | None,
+        sender: str | None,
+        *,
+        clock: Clock | None = None,
+        owner: str | None = None,
+        rescan_interval: float = 10.0,
+        retry_base: float = 1.0,
+        retry_max_delay: float = 300.0,
+        delayed_after: float = 86400.0,
+        lease_seconds: float = 150.0,
+        batch_size: int = 100,
+    ) -> None:
         super().__init__(clock or Clock())
         self.store = store
         self.notifier = notifier if sender else None
@@ -289,8 +317,13 @@ class OutboxSender(BackgroundLoop):
             return self._failed(notification, where, DeliveryError(str(exc), retryable=False))
         self._server_failures = 0
         self.paused_until = None
-        log.info("%s: sent to %s (attempt %d)%s", where, ", ".join(recipients),
-                 notification.attempts + 1, " [delayed]" if delayed else "")
+        log.info(
+            "%s: sent to %s (attempt %d)%s",
+            where,
+            ", ".join(recipients),
+            notification.attempts + 1,
+            " [delayed]" if delayed else "",
+        )
         self.store.complete_notification(notification, self.owner)
         return True
 
@@ -302,8 +335,14 @@ class OutboxSender(BackgroundLoop):
         else:
             delay = self.retry_max_delay  # retried all the same: removed only once accepted
         self.store.retry_notification(notification, self.owner, now + timedelta(seconds=delay))
-        log.error("%s: delivery failed (attempt %d, %s): %s; next try in %.1f s", where, attempts,
-                  "temporary" if error.retryable else "permanent", error, delay)
+        log.error(
+            "%s: delivery failed (attempt %d, %s): %s; next try in %.1f s",
+            where,
+            attempts,
+            "temporary" if error.retryable else "permanent",
+            error,
+            delay,
+        )
         if not error.retryable:
             return True
         self._server_failures += 1
@@ -315,8 +354,11 @@ class OutboxSender(BackgroundLoop):
         count = len(self.store.pending_notifications())
         if count != self._held_reported:
             if count:
-                log.warning("%d notification(s) pending and kept: no email sender is configured "
-                            "([email] sender / EMAIL_SENDER)", count)
+                log.warning(
+                    "%d notification(s) pending and kept: no email sender is configured "
+                    "([email] sender / EMAIL_SENDER)",
+                    count,
+                )
             self._held_reported = count
 
     def seconds_until_next(self) -> float:

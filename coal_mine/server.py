@@ -31,8 +31,9 @@ def open_store(config: Config) -> AbstractStore:
         settings = config.store
         try:
             # Validates every setting now; the client connects on first use.
-            mongo = MongoStore.from_settings(settings.hosts, settings.database, settings.username,
-                                             settings.password, settings.options)
+            mongo = MongoStore.from_settings(
+                settings.hosts, settings.database, settings.username, settings.password, settings.options
+            )
         except MongoSettingsError as exc:
             raise ConfigError(f"{settings.setting_name(exc.setting)}: {exc}") from None
         log.info("Using MongoDB database %s", mongo.db.name)
@@ -53,7 +54,8 @@ def setup_logging(config: LoggingConfig) -> None:
     handler: logging.Handler
     if config.file and config.rotate:
         handler = logging.handlers.RotatingFileHandler(
-            config.file, maxBytes=config.max_size, backupCount=config.backup_count)
+            config.file, maxBytes=config.max_size, backupCount=config.backup_count
+        )
     elif config.file:
         handler = logging.FileHandler(config.file)
     else:
@@ -74,19 +76,27 @@ def start_background(config: Config, logic: BusinessLogic) -> Callable[[], None]
     from coal_mine.watcher import Watcher
 
     settings = config.watcher
-    watcher = Watcher(logic, rescan_interval=settings.rescan_interval,
-                      retry_max_delay=settings.retry_max_delay)
+    watcher = Watcher(
+        logic, rescan_interval=settings.rescan_interval, retry_max_delay=settings.retry_max_delay
+    )
     notifier = SMTPNotifier(config.email) if config.email.sender else None
     if notifier is None:
-        log.warning("No email sender configured ([email] sender / EMAIL_SENDER): "
-                    "late and resumed notifications are recorded but not sent")
+        log.warning(
+            "No email sender configured ([email] sender / EMAIL_SENDER): "
+            "late and resumed notifications are recorded but not sent"
+        )
     sender = OutboxSender(
-        logic.store, notifier, config.email.sender, clock=logic.clock,
-        rescan_interval=settings.rescan_interval, retry_max_delay=settings.retry_max_delay,
+        logic.store,
+        notifier,
+        config.email.sender,
+        clock=logic.clock,
+        rescan_interval=settings.rescan_interval,
+        retry_max_delay=settings.retry_max_delay,
         delayed_after=settings.delayed_after,
         # Longer than one send can take (each SMTP step has the timeout), so a live
         # sender never loses its lease; a dead one's lease expires within minutes.
-        lease_seconds=4 * config.email.timeout + 30)
+        lease_seconds=4 * config.email.timeout + 30,
+    )
     previous = logic.on_change
 
     def changed() -> None:
@@ -97,8 +107,7 @@ def start_background(config: Config, logic: BusinessLogic) -> Callable[[], None]
     logic.on_change = changed
     watcher.start()
     sender.start()
-    log.info("Deadline watcher and notification sender started (rescan every %g s)",
-             settings.rescan_interval)
+    log.info("Deadline watcher and notification sender started (rescan every %g s)", settings.rescan_interval)
 
     def stop() -> None:
         logic.on_change = previous
@@ -130,18 +139,22 @@ def make_ssl_context(wsgi: WsgiConfig) -> ssl.SSLContext | None:
     try:
         context.load_cert_chain(wsgi.certfile, wsgi.keyfile)
     except (OSError, ssl.SSLError) as exc:
-        raise ConfigError(f"[wsgi] certfile/keyfile ({wsgi.certfile}, {wsgi.keyfile}): "
-                          f"cannot load the certificate and key: {exc}") from None
+        raise ConfigError(
+            f"[wsgi] certfile/keyfile ({wsgi.certfile}, {wsgi.keyfile}): "
+            f"cannot load the certificate and key: {exc}"
+        ) from None
     return context
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="coal-mine", description="Coal Mine server: watches canaries and emails when one is late.")
+        prog="coal-mine", description="Coal Mine server: watches canaries and emails when one is late."
+    )
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--web", action="store_true", help="serve HTTP only (no deadline work)")
-    mode.add_argument("--background", action="store_true",
-                      help="watch deadlines and send notifications only (no HTTP)")
+    mode.add_argument(
+        "--background", action="store_true", help="watch deadlines and send notifications only (no HTTP)"
+    )
     parser.add_argument("--port", type=int, help="port to listen on (default: [wsgi] port, or 80)")
     parser.add_argument("--host", help="address to listen on (default: all interfaces)")
     parser.add_argument("--config", metavar="FILE", help="read this coal-mine.ini instead of searching")
@@ -189,21 +202,30 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return 2
             try:
                 httpd = PooledWSGIServer(
-                    (host, port), Api(logic, auth_key=wsgi.auth_key,
-                                      read_only_auth_key=wsgi.read_only_auth_key),
-                    workers=wsgi.workers, request_timeout=wsgi.request_timeout,
+                    (host, port),
+                    Api(logic, auth_key=wsgi.auth_key, read_only_auth_key=wsgi.read_only_auth_key),
+                    workers=wsgi.workers,
+                    request_timeout=wsgi.request_timeout,
                     ssl_context=ssl_context,
-                    secrets=[k for k in (wsgi.auth_key, wsgi.read_only_auth_key) if k])
+                    secrets=[k for k in (wsgi.auth_key, wsgi.read_only_auth_key) if k],
+                )
             except OSError as exc:
-                print(f"coal-mine: cannot listen on {host or '*'}:{port}: {exc.strerror or exc}"
-                      " (choose another with --port or [wsgi] port)", file=sys.stderr)
+                print(
+                    f"coal-mine: cannot listen on {host or '*'}:{port}: {exc.strerror or exc}"
+                    " (choose another with --port or [wsgi] port)",
+                    file=sys.stderr,
+                )
                 return 2
             if not wsgi.auth_key:
                 log.warning("Server authentication DISABLED (no [wsgi] auth_key)")
                 if wsgi.read_only_auth_key:
                     log.warning("[wsgi] read_only_auth_key has no effect without [wsgi] auth_key")
-            log.info("Listening on %s:%d (%s)", host or "*", httpd.server_address[1],
-                     "HTTPS" if ssl_context else "HTTP")
+            log.info(
+                "Listening on %s:%d (%s)",
+                host or "*",
+                httpd.server_address[1],
+                "HTTPS" if ssl_context else "HTTP",
+            )
             threading.Thread(target=httpd.serve_forever, name="http-accept", daemon=True).start()
         stop.wait()
         log.info("Shutting down")

@@ -145,8 +145,7 @@ _HEADS = (
     "(SELECT MIN(m.nid) FROM notifications m WHERE m.canary_id = n.canary_id)"
 )
 _CLAIMABLE = (
-    f"{_HEADS} AND n.not_before <= ? AND (n.lease_until IS NULL OR n.lease_until <= ?) "
-    "ORDER BY n.nid LIMIT 1"
+    f"{_HEADS} AND n.not_before <= ? AND (n.lease_until IS NULL OR n.lease_until <= ?) ORDER BY n.nid LIMIT 1"
 )
 
 
@@ -286,8 +285,9 @@ class SQLiteStore(AbstractStore):
 
     def get(self, canary_id: str, *, history: bool = True) -> Canary | None:
         with self._read() as conn:
-            row = conn.execute(f"SELECT {_CANARY_COLUMNS} FROM canaries WHERE id = ?",
-                               (canary_id,)).fetchone()
+            row = conn.execute(
+                f"SELECT {_CANARY_COLUMNS} FROM canaries WHERE id = ?", (canary_id,)
+            ).fetchone()
             if row is None:
                 return None
             entries = self._history(conn, row[0]) if history else None
@@ -351,16 +351,22 @@ class SQLiteStore(AbstractStore):
                     conn.execute(
                         "INSERT INTO notifications (canary_id, kind, created, payload, not_before) "
                         "VALUES (?, ?, ?, ?, ?)",
-                        (canary_id, new.kind, _to_db(new.created), json.dumps(new.payload),
-                         _to_db(new.created)),
+                        (
+                            canary_id,
+                            new.kind,
+                            _to_db(new.created),
+                            json.dumps(new.payload),
+                            _to_db(new.created),
+                        ),
                     )
         except sqlite3.IntegrityError as exc:
             raise self._clash(exc, canary_id, changes.get("slug")) from exc
         return True
 
     @staticmethod
-    def _prune(conn: sqlite3.Connection, seq: int, count: int, oldest: datetime | None,
-               policy: PrunePolicy) -> None:
+    def _prune(
+        conn: sqlite3.Connection, seq: int, count: int, oldest: datetime | None, policy: PrunePolicy
+    ) -> None:
         """Delete the oldest entries by index range; never reads the whole history.
 
         The usual trigger costs no statement here: the canary row says how many
@@ -383,7 +389,8 @@ class SQLiteStore(AbstractStore):
             conn.execute(
                 "UPDATE canaries SET history_count = ?, history_oldest = "
                 "(SELECT MIN(ts) FROM history WHERE canary_seq = ?) WHERE seq = ?",
-                (remaining, seq, seq))
+                (remaining, seq, seq),
+            )
 
     def delete(self, canary_id: str) -> bool:
         with self._write() as conn:
@@ -437,8 +444,7 @@ class SQLiteStore(AbstractStore):
     def earliest_deadline(self) -> datetime | None:
         with self._read() as conn:
             row = conn.execute(
-                "SELECT MIN(deadline) FROM canaries INDEXED BY canaries_watched "
-                "WHERE paused = 0 AND late = 0"
+                "SELECT MIN(deadline) FROM canaries INDEXED BY canaries_watched WHERE paused = 0 AND late = 0"
             ).fetchone()
         return _from_db(row[0])
 

@@ -88,9 +88,15 @@ class Watcher(BackgroundLoop):
 
     name = "deadline-watcher"
 
-    def __init__(self, logic: BusinessLogic, *, clock: Clock | None = None,
-                 rescan_interval: float = 10.0, batch_size: int = 100,
-                 retry_max_delay: float = 300.0) -> None:
+    def __init__(
+        self,
+        logic: BusinessLogic,
+        *,
+        clock: Clock | None = None,
+        rescan_interval: float = 10.0,
+        batch_size: int = 100,
+        retry_max_delay: float = 300.0,
+    ) -> None:
         super().__init__(clock or logic.clock)
         self.logic = logic
         self.store = logic.store
@@ -121,8 +127,14 @@ class Watcher(BackgroundLoop):
                 failures = (failing[1] if failing else 0) + 1
                 delay = min(self.retry_max_delay, 2.0 ** (failures - 1))
                 self._failing[canary.id] = (now + timedelta(seconds=delay), failures)
-                log.error("Canary %s: cannot check its deadline (%s: %s); retrying in %.0f s",
-                          canary.id, type(exc).__name__, exc, delay, exc_info=failures == 1)
+                log.error(
+                    "Canary %s: cannot check its deadline (%s: %s); retrying in %.0f s",
+                    canary.id,
+                    type(exc).__name__,
+                    exc,
+                    delay,
+                    exc_info=failures == 1,
+                )
             else:
                 if self._failing.pop(canary.id, None) is not None:
                     log.info("Canary %s: deadline check works again", canary.id)

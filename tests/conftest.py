@@ -37,7 +37,6 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[AbstractSt
     instance.close()
 
 
-
 @pytest.fixture
 def clock() -> FakeClock:
     """A clock that moves only when the test says so."""
@@ -55,5 +54,7 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     if os.environ.get("COAL_MINE_TEST_MONGODB_URI"):
         terminalreporter.write_line("live MongoDB tests: ran against COAL_MINE_TEST_MONGODB_URI")
     else:
-        terminalreporter.write_line("live MongoDB tests: skipped, COAL_MINE_TEST_MONGODB_URI is not set "
-                                    "(no MongoDB server on this machine); mongomock variants ran")
+        terminalreporter.write_line(
+            "live MongoDB tests: skipped, COAL_MINE_TEST_MONGODB_URI is not set "
+            "(no MongoDB server on this machine); mongomock variants ran"
+        )

@@ -19,8 +19,14 @@ from coal_mine.memory_store import MemoryStore
 class InProcessServer:
     """The real Api on the real PooledWSGIServer, in this process, on a free 127.0.0.1 port."""
 
-    def __init__(self, app: Any = None, *, auth_key: str | None = None,
-                 read_only_auth_key: str | None = None, **server_options: Any) -> None:
+    def __init__(
+        self,
+        app: Any = None,
+        *,
+        auth_key: str | None = None,
+        read_only_auth_key: str | None = None,
+        **server_options: Any,
+    ) -> None:
         self.logic = BusinessLogic(MemoryStore())
         self.app = app or Api(self.logic, auth_key=auth_key, read_only_auth_key=read_only_auth_key)
         self.httpd = PooledWSGIServer(("127.0.0.1", 0), self.app, **server_options)
@@ -45,13 +51,15 @@ class InProcessServer:
 
     def call(self, command: str, timeout: float = 10.0, **params: Any) -> tuple[int, dict[str, Any]]:
         """GET an API command over a fresh connection; (status, JSON body)."""
-        status, body = raw_request(self.port, f"GET {self.path(command, **params)} HTTP/1.0\r\n\r\n"
-                                   .encode(), timeout=timeout)
+        status, body = raw_request(
+            self.port, f"GET {self.path(command, **params)} HTTP/1.0\r\n\r\n".encode(), timeout=timeout
+        )
         return status, json.loads(body) if body else {}
 
 
-def raw_request(port: int, data: bytes, timeout: float = 10.0,
-                context: ssl.SSLContext | None = None) -> tuple[int, bytes]:
+def raw_request(
+    port: int, data: bytes, timeout: float = 10.0, context: ssl.SSLContext | None = None
+) -> tuple[int, bytes]:
     """Send raw bytes, read the whole answer; (HTTP status, body). Status 0: closed without answer."""
     with socket.create_connection(("127.0.0.1", port), timeout=timeout) as plain:
         sock = context.wrap_socket(plain, server_hostname="localhost") if context else plain

@@ -54,9 +54,15 @@ class ServerProcess:
     Use as a context manager; the process is stopped (SIGTERM, then SIGKILL) on exit.
     """
 
-    def __init__(self, workdir: Path, auth_key: str | None = None, ini_extra: str = "",
-                 args: tuple[str, ...] = (), env: dict[str, str] | None = None,
-                 port: int | None = None) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        auth_key: str | None = None,
+        ini_extra: str = "",
+        args: tuple[str, ...] = (),
+        env: dict[str, str] | None = None,
+        port: int | None = None,
+    ) -> None:
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.port = port or free_port()
@@ -80,7 +86,11 @@ class ServerProcess:
         self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
         self.process = subprocess.Popen(
             [sys.executable, "-m", "coal_mine.server", "--config", str(self.ini), *self.args],
-            cwd=self.workdir, env=env, stdout=self._log, stderr=subprocess.STDOUT)
+            cwd=self.workdir,
+            env=env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+        )
         if "--background" not in self.args:
             wait_for_port(self.port, process=self.process)
         return self

@@ -56,8 +56,9 @@ class SMTPSink:
         self._smtp_kwargs = smtp_kwargs
         self._controller: Controller | None = None
 
-    async def handle_EHLO(self, server: Any, session: Any, envelope: Any, hostname: str,
-                          responses: list[str]) -> list[str]:
+    async def handle_EHLO(
+        self, server: Any, session: Any, envelope: Any, hostname: str, responses: list[str]
+    ) -> list[str]:
         session.host_name = hostname
         self.connections += 1
         return responses
@@ -68,8 +69,9 @@ class SMTPSink:
         raw = envelope.original_content or envelope.content
         message = email.message_from_bytes(raw, policy=policy.default)
         with self._cond:
-            self.messages.append(Received(time.time(), envelope.mail_from, list(envelope.rcpt_tos),
-                                          raw, message))  # type: ignore[arg-type]
+            self.messages.append(
+                Received(time.time(), envelope.mail_from, list(envelope.rcpt_tos), raw, message)
+            )  # type: ignore[arg-type]
             self._cond.notify_all()
         return "250 OK"
 
@@ -92,7 +94,8 @@ class SMTPSink:
                 if left <= 0:
                     raise AssertionError(
                         f"expected {count} messages, got {len(self.messages)}: "
-                        f"{[m.subject for m in self.messages]}")
+                        f"{[m.subject for m in self.messages]}"
+                    )
                 self._cond.wait(left)
             return list(self.messages)
 

@@ -46,16 +46,31 @@ def raw(srv: ServerProcess, method: str, path: str, body: bytes | None = None) -
 
 
 def test_create_returns_the_canary(srv: ServerProcess) -> None:
-    canary = create(srv, name="My First Canary", periodicity="3600", description="nightly",
-                    email=["a@example.com", "b@example.com"])
-    assert set(canary) == {"id", "name", "slug", "periodicity", "description", "emails", "paused",
-                           "history", "late", "deadline"}
+    canary = create(
+        srv,
+        name="My First Canary",
+        periodicity="3600",
+        description="nightly",
+        email=["a@example.com", "b@example.com"],
+    )
+    assert set(canary) == {
+        "id",
+        "name",
+        "slug",
+        "periodicity",
+        "description",
+        "emails",
+        "paused",
+        "history",
+        "late",
+        "deadline",
+    }
     assert len(canary["id"]) == 8 and canary["id"].isalpha() and canary["id"].islower()
     assert canary["slug"] == "my-first-canary"
     assert canary["periodicity"] == 3600.0 and isinstance(canary["periodicity"], float)
     assert canary["emails"] == ["a@example.com", "b@example.com"]
     assert (canary["paused"], canary["late"], canary["description"]) == (False, False, "nightly")
-    (created, comment), = canary["history"]
+    ((created, comment),) = canary["history"]
     assert comment == "Canary created"
     created_at = datetime.fromisoformat(created)
     assert created_at.utcoffset() == timedelta(0) and created.endswith("+00:00")
@@ -88,18 +103,23 @@ def test_create_paused_has_no_deadline(srv: ServerProcess) -> None:
     assert canary["paused"] is True and "deadline" not in canary
 
 
-@pytest.mark.parametrize("params, message", [
-    ({"periodicity": "60"}, 'Missing argument "name"'),
-    ({"name": "x"}, 'Missing argument "periodicity"'),
-    ({"name": "x", "periodicity": "60", "colour": "red"}, 'Unexpected argument "colour"'),
-    ({"name": "x", "periodicity": "60", "paused": "maybe"},
-     'Bad boolean value "maybe" for parameter "paused"'),
-    ({"name": "x", "periodicity": "0"}, "Periodicity must be a positive number"),
-    ({"name": "x", "periodicity": "1.2.3"}, 'Bad periodicity "1.2.3"'),
-    ({"name": "x", "periodicity": "-5"}, "Invalid periodicity schedule"),
-    ({"name": "x", "periodicity": "9" * 12}, "Periodicity must be at most"),
-    ({"name": "x", "periodicity": "* * * * 60"}, "Invalid periodicity schedule"),
-])
+@pytest.mark.parametrize(
+    "params, message",
+    [
+        ({"periodicity": "60"}, 'Missing argument "name"'),
+        ({"name": "x"}, 'Missing argument "periodicity"'),
+        ({"name": "x", "periodicity": "60", "colour": "red"}, 'Unexpected argument "colour"'),
+        (
+            {"name": "x", "periodicity": "60", "paused": "maybe"},
+            'Bad boolean value "maybe" for parameter "paused"',
+        ),
+        ({"name": "x", "periodicity": "0"}, "Periodicity must be a positive number"),
+        ({"name": "x", "periodicity": "1.2.3"}, 'Bad periodicity "1.2.3"'),
+        ({"name": "x", "periodicity": "-5"}, "Invalid periodicity schedule"),
+        ({"name": "x", "periodicity": "9" * 12}, "Periodicity must be at most"),
+        ({"name": "x", "periodicity": "* * * * 60"}, "Invalid periodicity schedule"),
+    ],
+)
 def test_create_errors_store_nothing(srv: ServerProcess, params: dict, message: str) -> None:
     before = srv.call("list")[1]["canaries"]
     status, body = srv.call("create", **params)
@@ -114,12 +134,15 @@ def test_duplicate_slug_is_refused(srv: ServerProcess) -> None:
     assert status == 400 and "dup-check" in body["error"]
 
 
-@pytest.mark.parametrize("name, slug", [
-    ("Hello World", "hello-world"),
-    ("  Spaces__and--dashes  ", "-spaces-and-dashes-"),
-    ("Ünïcode Näme", "ünïcode-näme"),
-    ("a.b/c!d", "abcd"),
-])
+@pytest.mark.parametrize(
+    "name, slug",
+    [
+        ("Hello World", "hello-world"),
+        ("  Spaces__and--dashes  ", "-spaces-and-dashes-"),
+        ("Ünïcode Näme", "ünïcode-näme"),
+        ("a.b/c!d", "abcd"),
+    ],
+)
 def test_slug_rules(srv: ServerProcess, name: str, slug: str) -> None:
     assert create(srv, name=name)["slug"] == slug
     status, body = srv.call("get", name=name)
@@ -147,22 +170,39 @@ def test_trigger_short_and_long_forms(srv: ServerProcess) -> None:
     canary = create(srv, name="Trigger Target")
     cid = canary["id"]
     assert srv.call(f"/{cid}", comment="short form") == (
-        200, {"status": "ok", "recovered": False, "unpaused": False})
+        200,
+        {"status": "ok", "recovered": False, "unpaused": False},
+    )
     status, body, _ = raw(srv, "POST", f"/{cid}?m=posted", body=b"ignored=1&comment=nope")
     assert status == 200 and body["status"] == "ok"
     assert srv.call("trigger", slug="trigger-target", comment="long form")[0] == 200
     assert srv.call("trigger", name="Trigger Target")[0] == 200
     history = srv.call("get", id=cid)[1]["canary"]["history"]
-    assert [c for _, c in history] == ["Triggered", "Triggered (long form)", "Triggered (posted)",
-                                       "Triggered (short form)", "Canary created"]
+    assert [c for _, c in history] == [
+        "Triggered",
+        "Triggered (long form)",
+        "Triggered (posted)",
+        "Triggered (short form)",
+        "Canary created",
+    ]
     times = [datetime.fromisoformat(t) for t, _ in history]
     assert times == sorted(times, reverse=True)
     deadline = datetime.fromisoformat(srv.call("get", id=cid)[1]["canary"]["deadline"])
     assert deadline - times[0] == timedelta(hours=1)
 
 
-@pytest.mark.parametrize("path", ["/abcdefg", "/abcdefghi", "/ABCDEFGH", "/coal-mine/v1/canary/",
-                                  "/coal-mine/v1/canary/explode", "/coal-mine/v2/canary/get", "/"])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/abcdefg",
+        "/abcdefghi",
+        "/ABCDEFGH",
+        "/coal-mine/v1/canary/",
+        "/coal-mine/v1/canary/explode",
+        "/coal-mine/v2/canary/get",
+        "/",
+    ],
+)
 def test_unknown_paths_are_404_json(srv: ServerProcess, path: str) -> None:
     status, body = http_get(srv.base_url + path)
     assert status == 404 and body["status"] == "error" and "404" in body["error"]
@@ -196,18 +236,31 @@ def test_pause_and_unpause(srv: ServerProcess) -> None:
 
 def test_update(srv: ServerProcess) -> None:
     cid = create(srv, name="Before Rename", email="old@example.com")["id"]
-    status, body = srv.call("update", id=cid, name="After Rename", description="new text",
-                            email=["x@example.com", "y@example.com"])
+    status, body = srv.call(
+        "update",
+        id=cid,
+        name="After Rename",
+        description="new text",
+        email=["x@example.com", "y@example.com"],
+    )
     assert status == 200
     canary = body["canary"]
     assert (canary["name"], canary["slug"], canary["description"], canary["emails"]) == (
-        "After Rename", "after-rename", "new text", ["x@example.com", "y@example.com"])
+        "After Rename",
+        "after-rename",
+        "new text",
+        ["x@example.com", "y@example.com"],
+    )
     assert srv.call("get", slug="before-rename")[0] == 404
     assert srv.call("update", slug="after-rename", email="-")[1]["canary"]["emails"] == []
     assert srv.call("update", id=cid, name="After Rename") == (
-        400, {"status": "error", "error": "No updates specified"})
+        400,
+        {"status": "error", "error": "No updates specified"},
+    )
     assert srv.call("update", name="After Rename", description="x") == (
-        400, {"status": "error", "error": "Must specify id or slug"})
+        400,
+        {"status": "error", "error": "Must specify id or slug"},
+    )
     assert srv.call("update", id=cid, paused="1")[0] == 400
     create(srv, name="Taken Name")
     status, body = srv.call("update", id=cid, name="taken name")
@@ -236,7 +289,8 @@ def test_update_periodicity_can_make_late_and_trigger_recovers(srv: ServerProces
     triggered_at, comment = canary["history"][0]
     assert comment == "Triggered"
     assert datetime.fromisoformat(canary["deadline"]) - datetime.fromisoformat(triggered_at) == timedelta(
-        milliseconds=1)
+        milliseconds=1
+    )
 
 
 def test_delete(srv: ServerProcess) -> None:
@@ -264,11 +318,14 @@ def test_list(srv: ServerProcess) -> None:
     assert all(c["late"] for c in srv.call("list", late="1", verbose="1")[1]["canaries"])
 
 
-@pytest.mark.parametrize("search, expected", [
-    ("^Listed", {"Listed Alpha", "Listed Beta"}),
-    ("listed-b", {"Listed Beta"}),          # slug
-    ("alpha-owner@", {"Listed Alpha"}),      # email
-])
+@pytest.mark.parametrize(
+    "search, expected",
+    [
+        ("^Listed", {"Listed Alpha", "Listed Beta"}),
+        ("listed-b", {"Listed Beta"}),  # slug
+        ("alpha-owner@", {"Listed Alpha"}),  # email
+    ],
+)
 def test_list_search(srv: ServerProcess, search: str, expected: set) -> None:
     if srv.call("get", name="Listed Alpha")[0] == 404:
         create(srv, name="Listed Alpha", email="alpha-owner@example.org")
@@ -283,12 +340,15 @@ def test_list_search_by_id(srv: ServerProcess) -> None:
     assert [c["id"] for c in found] == [canary["id"]]
 
 
-@pytest.mark.parametrize("params, message", [
-    ({"search": "(unclosed"}, "Invalid search regular expression"),
-    ({"paused": "sometimes"}, 'Bad boolean value "sometimes" for parameter "paused"'),
-    ({"verbose": "2"}, 'Bad boolean value "2" for parameter "verbose"'),
-    ({"name": "x"}, 'Unexpected argument "name"'),
-])
+@pytest.mark.parametrize(
+    "params, message",
+    [
+        ({"search": "(unclosed"}, "Invalid search regular expression"),
+        ({"paused": "sometimes"}, 'Bad boolean value "sometimes" for parameter "paused"'),
+        ({"verbose": "2"}, 'Bad boolean value "2" for parameter "verbose"'),
+        ({"name": "x"}, 'Unexpected argument "name"'),
+    ],
+)
 def test_list_errors(srv: ServerProcess, params: dict, message: str) -> None:
     status, body = srv.call("list", **params)
     assert status == 400 and message in body["error"]
@@ -311,16 +371,20 @@ def test_auth_key_ignored_where_not_needed(srv: ServerProcess) -> None:
 
 # --- authentication ------------------------------------------------------------------
 
-@pytest.mark.parametrize("command, params", [
-    ("create", {"name": "x", "periodicity": "60"}),
-    ("create", {}),                       # 401 comes before 400
-    ("get", {"id": "zzzzzzzz"}),          # and before 404
-    ("list", {}),
-    ("delete", {"id": "zzzzzzzz"}),
-    ("update", {"id": "zzzzzzzz", "name": "n"}),
-    ("pause", {"id": "zzzzzzzz"}),
-    ("unpause", {"id": "zzzzzzzz"}),
-])
+
+@pytest.mark.parametrize(
+    "command, params",
+    [
+        ("create", {"name": "x", "periodicity": "60"}),
+        ("create", {}),  # 401 comes before 400
+        ("get", {"id": "zzzzzzzz"}),  # and before 404
+        ("list", {}),
+        ("delete", {"id": "zzzzzzzz"}),
+        ("update", {"id": "zzzzzzzz", "name": "n"}),
+        ("pause", {"id": "zzzzzzzz"}),
+        ("unpause", {"id": "zzzzzzzz"}),
+    ],
+)
 def test_auth_required(keyed: ServerProcess, command: str, params: dict) -> None:
     for key in (None, "wrong", "s3cret-but-longer", ""):
         query = dict(params, **({"auth_key": key} if key is not None else {}))
@@ -360,11 +424,14 @@ def test_schedule_periodicity(srv: ServerProcess) -> None:
     assert "periodicity_schedule" not in plain and plain["periodicity"] == 60.0
 
 
-@pytest.mark.parametrize("schedule, message", [
-    ("* * * * sat,sun 60 ; * 0-11 * * * 90", "overlap"),
-    ("0 0 31 2 * 60", "never"),
-    ("* * * * * 0", "positive"),
-])
+@pytest.mark.parametrize(
+    "schedule, message",
+    [
+        ("* * * * sat,sun 60 ; * 0-11 * * * 90", "overlap"),
+        ("0 0 31 2 * 60", "never"),
+        ("* * * * * 0", "positive"),
+    ],
+)
 def test_bad_schedules_are_400_and_store_nothing(srv: ServerProcess, schedule: str, message: str) -> None:
     before = srv.call("list")[1]["canaries"]
     status, body = srv.call("create", name="Bad schedule", periodicity=schedule)

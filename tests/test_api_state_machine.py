@@ -26,11 +26,21 @@ from tests.hardening_support import InProcessServer, raw_request
 
 # Periodicities whose fate is known: (text, accepted, stored value).
 PERIODICITIES = [
-    ("60", True, 60.0), ("3600.5", True, 3600.5), (str(int(MAX_PERIODICITY)), True, MAX_PERIODICITY),
-    ("* * * * * 120", True, "* * * * * 120"), ("0 9-17 * * 1-5 600;", True, "0 9-17 * * 1-5 600;"),
-    ("0", False, None), ("-1", False, None), ("nan", False, None), ("inf", False, None),
-    ("1e9", False, None), ("9" * 400, False, None), ("1.2.3", False, None), ("bogus", False, None),
-    ("0 0 31 2 * 60", False, None), ("* * * * * 60\n* * * * * 60", False, None),
+    ("60", True, 60.0),
+    ("3600.5", True, 3600.5),
+    (str(int(MAX_PERIODICITY)), True, MAX_PERIODICITY),
+    ("* * * * * 120", True, "* * * * * 120"),
+    ("0 9-17 * * 1-5 600;", True, "0 9-17 * * 1-5 600;"),
+    ("0", False, None),
+    ("-1", False, None),
+    ("nan", False, None),
+    ("inf", False, None),
+    ("1e9", False, None),
+    ("9" * 400, False, None),
+    ("1.2.3", False, None),
+    ("bogus", False, None),
+    ("0 0 31 2 * 60", False, None),
+    ("* * * * * 60\n* * * * * 60", False, None),
     (str(int(MAX_PERIODICITY) + 1), False, None),
 ]
 GOOD_EMAILS = ["ops@example.com", "a.b+c@sub.example.org", "root@localhost"]
@@ -41,10 +51,12 @@ names = st.one_of(
     st.text(max_size=15),
     st.integers(MAX_NAME_LENGTH - 2, MAX_NAME_LENGTH + 2).map(lambda n: "n" * n),
 )
-texts = st.one_of(st.text(max_size=20), st.sampled_from([
-    "d" * MAX_DESCRIPTION_LENGTH, "d" * (MAX_DESCRIPTION_LENGTH + 1)]))
-comments = st.one_of(st.text(max_size=20), st.sampled_from([
-    "c" * MAX_COMMENT_LENGTH, "c" * (MAX_COMMENT_LENGTH + 1)]))
+texts = st.one_of(
+    st.text(max_size=20), st.sampled_from(["d" * MAX_DESCRIPTION_LENGTH, "d" * (MAX_DESCRIPTION_LENGTH + 1)])
+)
+comments = st.one_of(
+    st.text(max_size=20), st.sampled_from(["c" * MAX_COMMENT_LENGTH, "c" * (MAX_COMMENT_LENGTH + 1)])
+)
 email_lists = st.lists(st.sampled_from(GOOD_EMAILS + BAD_EMAILS), max_size=3)
 booleans = st.sampled_from(["true", "false", "yes", "No", "1", "0", "maybe", ""])
 
@@ -106,52 +118,94 @@ class ApiMachine(RuleBasedStateMachine):
 
     # --- rules ----------------------------------------------------------------------------
 
-    @rule(name=names, periodicity=st.sampled_from(PERIODICITIES), description=texts, emails=email_lists,
-          paused=booleans)
+    @rule(
+        name=names,
+        periodicity=st.sampled_from(PERIODICITIES),
+        description=texts,
+        emails=email_lists,
+        paused=booleans,
+    )
     def create(self, name: str, periodicity: tuple, description: str, emails: list[str], paused: str) -> None:
         text, periodicity_ok, value = periodicity
-        status, body = self.call("create", name=name, periodicity=text, description=description,
-                                 email=emails, paused=paused)
-        expect_ok = (bool(name) and len(name) <= MAX_NAME_LENGTH and periodicity_ok
-                     and len(description) <= MAX_DESCRIPTION_LENGTH
-                     and all(e in GOOD_EMAILS for e in emails) and parse_bool(paused) is not None
-                     and not self.slug_taken(name))
+        status, body = self.call(
+            "create", name=name, periodicity=text, description=description, email=emails, paused=paused
+        )
+        expect_ok = (
+            bool(name)
+            and len(name) <= MAX_NAME_LENGTH
+            and periodicity_ok
+            and len(description) <= MAX_DESCRIPTION_LENGTH
+            and all(e in GOOD_EMAILS for e in emails)
+            and parse_bool(paused) is not None
+            and not self.slug_taken(name)
+        )
         assert (status == 200) == expect_ok, (status, body)
         if status == 200:
             canary = body["canary"]
             assert re.fullmatch(r"[a-z]{8}", canary["id"]) and canary["periodicity"] == value
-            self.model[canary["id"]] = Model(canary["id"], name, value, description, list(emails),
-                                             bool(parse_bool(paused)), ["Canary created"])
+            self.model[canary["id"]] = Model(
+                canary["id"],
+                name,
+                value,
+                description,
+                list(emails),
+                bool(parse_bool(paused)),
+                ["Canary created"],
+            )
 
-    @rule(name=st.text(alphabet="abcdefgh XYZ-_0123", min_size=1, max_size=12),
-          periodicity=st.sampled_from([p for p in PERIODICITIES if p[1]]), description=st.text(max_size=10),
-          emails=st.lists(st.sampled_from(GOOD_EMAILS), max_size=2, unique=True),
-          paused=st.sampled_from(["", "true", "false"]))
-    def create_valid(self, name: str, periodicity: tuple, description: str, emails: list[str],
-                     paused: str) -> None:
+    @rule(
+        name=st.text(alphabet="abcdefgh XYZ-_0123", min_size=1, max_size=12),
+        periodicity=st.sampled_from([p for p in PERIODICITIES if p[1]]),
+        description=st.text(max_size=10),
+        emails=st.lists(st.sampled_from(GOOD_EMAILS), max_size=2, unique=True),
+        paused=st.sampled_from(["", "true", "false"]),
+    )
+    def create_valid(
+        self, name: str, periodicity: tuple, description: str, emails: list[str], paused: str
+    ) -> None:
         self.create(name, periodicity, description, emails, paused)
 
     @precondition(lambda self: self.model)
-    @rule(data=st.data(), name=st.one_of(st.none(), names), description=st.one_of(st.none(), texts),
-          emails=st.one_of(st.none(), email_lists),
-          periodicity=st.one_of(st.none(), st.sampled_from(PERIODICITIES)))
-    def update(self, data: st.DataObject, name: str | None, description: str | None,
-               emails: list[str] | None, periodicity: tuple | None) -> None:
+    @rule(
+        data=st.data(),
+        name=st.one_of(st.none(), names),
+        description=st.one_of(st.none(), texts),
+        emails=st.one_of(st.none(), email_lists),
+        periodicity=st.one_of(st.none(), st.sampled_from(PERIODICITIES)),
+    )
+    def update(
+        self,
+        data: st.DataObject,
+        name: str | None,
+        description: str | None,
+        emails: list[str] | None,
+        periodicity: tuple | None,
+    ) -> None:
         canary = self.pick(data)
         name = name or None  # blank counts as absent
         description = description or None
         emails = emails or None
-        status, body = self.call("update", id=canary.id, name=name, description=description, email=emails,
-                                 periodicity=periodicity[0] if periodicity else None)
-        invalid = ((name is not None and len(name) > MAX_NAME_LENGTH)
-                   or (description is not None and len(description) > MAX_DESCRIPTION_LENGTH)
-                   or (emails is not None and any(e not in GOOD_EMAILS for e in emails))
-                   or (periodicity is not None and not periodicity[1])
-                   or (name is not None and self.slug_taken(name, canary.id)))
-        changes = ((name is not None and name != canary.name)
-                   or (description is not None and description != canary.description)
-                   or (emails is not None and set(emails) != set(canary.emails))
-                   or (periodicity is not None and periodicity[2] != canary.periodicity))
+        status, body = self.call(
+            "update",
+            id=canary.id,
+            name=name,
+            description=description,
+            email=emails,
+            periodicity=periodicity[0] if periodicity else None,
+        )
+        invalid = (
+            (name is not None and len(name) > MAX_NAME_LENGTH)
+            or (description is not None and len(description) > MAX_DESCRIPTION_LENGTH)
+            or (emails is not None and any(e not in GOOD_EMAILS for e in emails))
+            or (periodicity is not None and not periodicity[1])
+            or (name is not None and self.slug_taken(name, canary.id))
+        )
+        changes = (
+            (name is not None and name != canary.name)
+            or (description is not None and description != canary.description)
+            or (emails is not None and set(emails) != set(canary.emails))
+            or (periodicity is not None and periodicity[2] != canary.periodicity)
+        )
         assert (status == 200) == (not invalid and changes), (status, body)
         if status == 200:
             canary.name = name if name is not None else canary.name
@@ -204,8 +258,11 @@ class ApiMachine(RuleBasedStateMachine):
             assert self.call("trigger", id=identifier)[0] == 404
             assert self.call(f"/{identifier}")[0] == 404
 
-    @rule(search=st.one_of(st.text(max_size=8), st.sampled_from(["(", "(a|aa)+$", "[z-a]", "^n+$", "a{3,}"])),
-          verbose=booleans, paused=booleans)
+    @rule(
+        search=st.one_of(st.text(max_size=8), st.sampled_from(["(", "(a|aa)+$", "[z-a]", "^n+$", "a{3,}"])),
+        verbose=booleans,
+        paused=booleans,
+    )
     def list_canaries(self, search: str, verbose: str, paused: str) -> None:
         status, body = self.call("list", search=search, verbose=verbose, paused=paused)
         if parse_bool(verbose) is None or parse_bool(paused) is None:
@@ -216,14 +273,27 @@ class ApiMachine(RuleBasedStateMachine):
             if not search and paused == "":
                 assert listed == set(self.model)
 
-    @rule(raw=st.sampled_from([
-        "create?name=x&periodicity=60&bogus=1", "create?name=%ff&periodicity=60", "create?periodicity=60",
-        "get", "get?id=%c3", "update?name=x", "list?late=perhaps", "create?name=x&periodicity=60&paused=2",
-        "nonsense", "create?name=%00&periodicity=-1", "trigger?id=abc&comment=%e2%82",
-    ]))
+    @rule(
+        raw=st.sampled_from(
+            [
+                "create?name=x&periodicity=60&bogus=1",
+                "create?name=%ff&periodicity=60",
+                "create?periodicity=60",
+                "get",
+                "get?id=%c3",
+                "update?name=x",
+                "list?late=perhaps",
+                "create?name=x&periodicity=60&paused=2",
+                "nonsense",
+                "create?name=%00&periodicity=-1",
+                "trigger?id=abc&comment=%e2%82",
+            ]
+        )
+    )
     def garbage(self, raw: str) -> None:
-        status, body = raw_request(self.server.port, f"GET /coal-mine/v1/canary/{raw} HTTP/1.0\r\n\r\n"
-                                   .encode())
+        status, body = raw_request(
+            self.server.port, f"GET /coal-mine/v1/canary/{raw} HTTP/1.0\r\n\r\n".encode()
+        )
         data = json.loads(body)
         self.check_response(status, data)
         assert status in (400, 404)
@@ -236,13 +306,26 @@ class ApiMachine(RuleBasedStateMachine):
         assert set(stored) == set(self.model)
         for canary_id, expected in self.model.items():
             actual = stored[canary_id]
-            assert (actual.name, actual.slug, actual.periodicity, actual.description, actual.emails,
-                    actual.paused) == (expected.name, slugify(expected.name), expected.periodicity,
-                                       expected.description, expected.emails, expected.paused)
+            assert (
+                actual.name,
+                actual.slug,
+                actual.periodicity,
+                actual.description,
+                actual.emails,
+                actual.paused,
+            ) == (
+                expected.name,
+                slugify(expected.name),
+                expected.periodicity,
+                expected.description,
+                expected.emails,
+                expected.paused,
+            )
             assert [comment for _, comment in actual.history or []] == expected.history
             assert (actual.deadline is None) == actual.paused
 
 
-ApiMachine.TestCase.settings = settings(max_examples=60, stateful_step_count=30, deadline=None,
-                                        suppress_health_check=[HealthCheck.too_slow])
+ApiMachine.TestCase.settings = settings(
+    max_examples=60, stateful_step_count=30, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
 TestApiStateMachine = ApiMachine.TestCase

@@ -28,8 +28,10 @@ def _load_bench() -> ModuleType:
 
 bench = _load_bench()
 
-WRK_LINE = ('WRK-JSON {"requests": 2000, "duration_us": 1000000, "p50_us": 1500, "p99_us": 9000, '
-            '"max_us": 12000, "connect": 0, "read": 3, "write": 0, "status": 0, "timeout": 0}\n')
+WRK_LINE = (
+    'WRK-JSON {"requests": 2000, "duration_us": 1000000, "p50_us": 1500, "p99_us": 9000, '
+    '"max_us": 12000, "connect": 0, "read": 3, "write": 0, "status": 0, "timeout": 0}\n'
+)
 
 
 def test_parse_wrk_reads_the_lua_done_line() -> None:

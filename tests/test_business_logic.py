@@ -13,13 +13,16 @@ from coal_mine.clock import FakeClock
 from coal_mine.models import AlreadyExistsError, BadRequestError, CanaryNotFoundError
 
 
-@pytest.mark.parametrize("name, slug", [
-    ("My First Canary", "my-first-canary"),
-    ("a - b _ c\td", "a-b-c-d"),
-    ("__x__", "-x-"),
-    ("Ça va?", "ça-va"),
-    ("!!!", ""),
-])
+@pytest.mark.parametrize(
+    "name, slug",
+    [
+        ("My First Canary", "my-first-canary"),
+        ("a - b _ c\td", "a-b-c-d"),
+        ("__x__", "-x-"),
+        ("Ça va?", "ça-va"),
+        ("!!!", ""),
+    ],
+)
 def test_slugify(name: str, slug: str) -> None:
     assert slugify(name) == slug
 
@@ -63,7 +66,8 @@ def test_trigger(logic: BusinessLogic, clock: FakeClock) -> None:
 
 
 def test_late_then_trigger_records_both_notifications(
-        logic: BusinessLogic, clock: FakeClock, store: AbstractStore) -> None:
+    logic: BusinessLogic, clock: FakeClock, store: AbstractStore
+) -> None:
     cid = logic.create("Job", 60, emails=["ops@example.com"]).id
     clock.advance(60)
     assert store.due_canaries(clock.now(), 10) == []  # exactly at the deadline it is not late yet
@@ -86,8 +90,9 @@ def test_no_notification_without_emails(logic: BusinessLogic, clock: FakeClock, 
     assert logic.get(cid).late and store.pending_notifications() == []
 
 
-def test_trigger_between_read_and_mark_wins(logic: BusinessLogic, clock: FakeClock,
-                                            store: AbstractStore) -> None:
+def test_trigger_between_read_and_mark_wins(
+    logic: BusinessLogic, clock: FakeClock, store: AbstractStore
+) -> None:
     cid = logic.create("Job", 60, emails=["a@b"]).id
     clock.advance(61)
     (seen,) = store.due_canaries(clock.now(), 10)
@@ -96,8 +101,9 @@ def test_trigger_between_read_and_mark_wins(logic: BusinessLogic, clock: FakeClo
     assert not logic.get(cid).late and store.pending_notifications() == []
 
 
-def test_pause_keeps_late_and_trigger_still_resumes(logic: BusinessLogic, clock: FakeClock,
-                                                    store: AbstractStore) -> None:
+def test_pause_keeps_late_and_trigger_still_resumes(
+    logic: BusinessLogic, clock: FakeClock, store: AbstractStore
+) -> None:
     cid = logic.create("Job", 60, emails=["a@b"]).id
     clock.advance(61)
     logic.mark_late(store.due_canaries(clock.now(), 10)[0])
@@ -172,8 +178,10 @@ def test_history_is_pruned_through_triggers(logic: BusinessLogic, clock: FakeClo
 
 def test_concurrent_triggers_lose_no_history(logic: BusinessLogic, store: AbstractStore) -> None:
     cid = logic.create("Job", 60).id
-    threads = [threading.Thread(target=lambda i=i: [logic.trigger(cid, f"{i}-{j}") for j in range(20)])
-               for i in range(8)]
+    threads = [
+        threading.Thread(target=lambda i=i: [logic.trigger(cid, f"{i}-{j}") for j in range(20)])
+        for i in range(8)
+    ]
     for thread in threads:
         thread.start()
     for thread in threads:

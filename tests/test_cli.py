@@ -64,8 +64,9 @@ def cli_env(home: Path, **extra: str) -> dict[str, str]:
     return env
 
 
-def cmcli(home: Path, *args: str, env: dict[str, str] | None = None,
-          timeout: float = 30) -> subprocess.CompletedProcess[str]:
+def cmcli(
+    home: Path, *args: str, env: dict[str, str] | None = None, timeout: float = 30
+) -> subprocess.CompletedProcess[str]:
     """Run ``python -m coal_mine.cli`` with ``args``."""
     return subprocess.run(
         [sys.executable, "-m", "coal_mine.cli", *args],
@@ -161,26 +162,55 @@ def params_for(*argv: str) -> list[tuple[str, str]]:
 
 def test_request_params_per_command() -> None:
     assert params_for(
-        "create", "--name", "N", "--periodicity", "60", "--description", "d",
-        "--email", "a@x", "--email", "b@x", "--paused",
-    ) == [("name", "N"), ("periodicity", "60"), ("description", "d"), ("email", "a@x"),
-          ("email", "b@x"), ("paused", "true")]
+        "create",
+        "--name",
+        "N",
+        "--periodicity",
+        "60",
+        "--description",
+        "d",
+        "--email",
+        "a@x",
+        "--email",
+        "b@x",
+        "--paused",
+    ) == [
+        ("name", "N"),
+        ("periodicity", "60"),
+        ("description", "d"),
+        ("email", "a@x"),
+        ("email", "b@x"),
+        ("paused", "true"),
+    ]
     assert params_for("create", "--name", "N", "--periodicity", "* * * * * 60") == [
-        ("name", "N"), ("periodicity", "* * * * * 60")]
+        ("name", "N"),
+        ("periodicity", "* * * * * 60"),
+    ]
     assert params_for("delete", "--slug", "s") == [("slug", "s")]
     assert params_for("get", "--name", "My canary") == [("name", "My canary")]
     assert params_for("update", "--id", "abcdefgh", "--name", "New", "--email", "-") == [
-        ("id", "abcdefgh"), ("name", "New"), ("email", "-")]
-    assert params_for("update", "--slug", "s", "--periodicity", "1.5",
-                      "--description", "x") == [
-        ("slug", "s"), ("periodicity", "1.5"), ("description", "x")]
+        ("id", "abcdefgh"),
+        ("name", "New"),
+        ("email", "-"),
+    ]
+    assert params_for("update", "--slug", "s", "--periodicity", "1.5", "--description", "x") == [
+        ("slug", "s"),
+        ("periodicity", "1.5"),
+        ("description", "x"),
+    ]
     assert params_for("list") == []
     assert params_for("list", "--verbose", "--paused", "--no-late", "--search", "^a") == [
-        ("verbose", "true"), ("paused", "true"), ("late", "false"), ("search", "^a")]
+        ("verbose", "true"),
+        ("paused", "true"),
+        ("late", "false"),
+        ("search", "^a"),
+    ]
     assert params_for("list", "--no-paused", "--late") == [("paused", "false"), ("late", "true")]
     for command in ("trigger", "pause", "unpause"):
         assert params_for(command, "--id", "abcdefgh", "--comment", "hi") == [
-            ("id", "abcdefgh"), ("comment", "hi")]
+            ("id", "abcdefgh"),
+            ("comment", "hi"),
+        ]
 
 
 def test_options_before_and_after_the_command() -> None:
@@ -199,12 +229,17 @@ def test_options_before_and_after_the_command() -> None:
         ("localhost", 8080, "http://localhost:8080/coal-mine/v1/canary/"),
         ("http://cm.example.com", None, "http://cm.example.com/coal-mine/v1/canary/"),
         ("HTTPS://cm.example.com/", None, "https://cm.example.com/coal-mine/v1/canary/"),
-        ("https://proxy.example.com/monitor/", None,
-         "https://proxy.example.com/monitor/coal-mine/v1/canary/"),
-        ("https://proxy.example.com:8443/a/b", None,
-         "https://proxy.example.com:8443/a/b/coal-mine/v1/canary/"),
-        ("https://proxy.example.com:8443/a", 9443,
-         "https://proxy.example.com:9443/a/coal-mine/v1/canary/"),
+        (
+            "https://proxy.example.com/monitor/",
+            None,
+            "https://proxy.example.com/monitor/coal-mine/v1/canary/",
+        ),
+        (
+            "https://proxy.example.com:8443/a/b",
+            None,
+            "https://proxy.example.com:8443/a/b/coal-mine/v1/canary/",
+        ),
+        ("https://proxy.example.com:8443/a", 9443, "https://proxy.example.com:9443/a/coal-mine/v1/canary/"),
         ("::1", None, None),
         ("[::1]", 81, "http://[::1]:81/coal-mine/v1/canary/"),
     ],
@@ -228,7 +263,9 @@ def test_strip_history_and_durations() -> None:
     assert "history" in CANARY  # the input is not modified
     listed = cli.strip_history({"canaries": [CANARY, {"name": "n", "id": "i"}]})
     assert listed["canaries"] == [
-        {k: v for k, v in CANARY.items() if k != "history"}, {"name": "n", "id": "i"}]
+        {k: v for k, v in CANARY.items() if k != "history"},
+        {"name": "n", "id": "i"},
+    ]
     assert cli.strip_history({"status": "ok"}) == {"status": "ok"}
     assert cli.format_duration(3600) == "1h"
     assert cli.format_duration(90061) == "1d 1h 1m 1s"
@@ -274,8 +311,10 @@ def test_format_time_zones() -> None:
         (["list", "--tz", "Mars/Olympus_Mons"], "unknown time zone"),
         (["list", "--host", "ftp://example.com"], "unsupported URL scheme"),
         (["update", "--description", "x"], "one of --id, --slug or --name is required"),
-        (["get", "--id", "a", "--host", "https://h", "--cacert", "/nonexistent/ca.pem"],
-         "cannot load CA certificates"),
+        (
+            ["get", "--id", "a", "--host", "https://h", "--cacert", "/nonexistent/ca.pem"],
+            "cannot load CA certificates",
+        ),
     ],
 )
 def test_usage_errors(home: Path, argv: list[str], message: str) -> None:
@@ -289,12 +328,16 @@ def test_usage_errors(home: Path, argv: list[str], message: str) -> None:
 def test_help_documents_exit_codes(home: Path) -> None:
     result = cmcli(home, "--help")
     assert result.returncode == 0
-    for line in ("exit status:", "1  the server answered with an HTTP error",
-                 "2  bad command-line arguments", "3  cannot connect", "4  timed out",
-                 "5  configuration problem"):
+    for line in (
+        "exit status:",
+        "1  the server answered with an HTTP error",
+        "2  bad command-line arguments",
+        "3  cannot connect",
+        "4  timed out",
+        "5  configuration problem",
+    ):
         assert line in result.stdout
-    for command in ("configure", "create", "delete", "update", "get", "list", "trigger",
-                    "pause", "unpause"):
+    for command in ("configure", "create", "delete", "update", "get", "list", "trigger", "pause", "unpause"):
         assert command in result.stdout
         sub = cmcli(home, command, "--help")
         assert sub.returncode == 0
@@ -308,7 +351,12 @@ def test_bin_script_runs_from_checkout(home: Path, stub: Stub) -> None:
     assert os.access(script, os.X_OK)
     result = subprocess.run(
         [sys.executable, str(script), "list", *stub.args()],
-        capture_output=True, text=True, env=cli_env(home), cwd="/", timeout=30, check=False,
+        capture_output=True,
+        text=True,
+        env=cli_env(home),
+        cwd="/",
+        timeout=30,
+        check=False,
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout == "{'canaries': [], 'status': 'ok'}\n"
@@ -319,8 +367,9 @@ def test_bin_script_runs_from_checkout(home: Path, stub: Stub) -> None:
 
 
 def test_configure_writes_private_file(home: Path) -> None:
-    result = cmcli(home, "configure", "--host", "cm.example.com", "--port", "8080",
-                   "--auth-key", "s3cret%key")
+    result = cmcli(
+        home, "configure", "--host", "cm.example.com", "--port", "8080", "--auth-key", "s3cret%key"
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout == result.stderr == ""
     path = home / ".coal-mine.ini"
@@ -335,19 +384,33 @@ def test_configure_defaults_and_keeps_other_keys(home: Path) -> None:
     path.chmod(0o644)
     assert cmcli(home, "configure").returncode == 0
     config = read_ini(home)
-    assert dict(config["coal-mine"]) == {"format": "json", "auth-key": "old",
-                                         "host": "localhost"}
+    assert dict(config["coal-mine"]) == {"format": "json", "auth-key": "old", "host": "localhost"}
     assert dict(config["other"]) == {"x": "1"}
     # A world-readable file is made private before the key is written again.
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert cmcli(home, "configure", "--no-auth-key", "--port", "81").returncode == 0
-    assert dict(read_ini(home)["coal-mine"]) == {"format": "json", "host": "localhost",
-                                                 "port": "81"}
-    assert cmcli(home, "configure", "--host", "https://cm.example.com/prefix",
-                 "--human", "--tz", "Europe/Paris", "--timeout", "3").returncode == 0
+    assert dict(read_ini(home)["coal-mine"]) == {"format": "json", "host": "localhost", "port": "81"}
+    assert (
+        cmcli(
+            home,
+            "configure",
+            "--host",
+            "https://cm.example.com/prefix",
+            "--human",
+            "--tz",
+            "Europe/Paris",
+            "--timeout",
+            "3",
+        ).returncode
+        == 0
+    )
     assert dict(read_ini(home)["coal-mine"]) == {
-        "format": "human", "host": "https://cm.example.com/prefix", "port": "81",
-        "timeout": "3.0", "tz": "Europe/Paris"}
+        "format": "human",
+        "host": "https://cm.example.com/prefix",
+        "port": "81",
+        "timeout": "3.0",
+        "tz": "Europe/Paris",
+    }
 
 
 def test_configure_refuses_bad_values(home: Path) -> None:
@@ -357,13 +420,16 @@ def test_configure_refuses_bad_values(home: Path) -> None:
 
 
 def test_stored_settings_are_used_and_overridden(home: Path, stub: Stub) -> None:
-    assert cmcli(home, "configure", "--host", "127.0.0.1", "--port", str(stub.port),
-                 "--auth-key", "stored").returncode == 0
+    assert (
+        cmcli(
+            home, "configure", "--host", "127.0.0.1", "--port", str(stub.port), "--auth-key", "stored"
+        ).returncode
+        == 0
+    )
     assert cmcli(home, "list").returncode == 0
     assert cmcli(home, "list", "--auth-key", "given").returncode == 0
     assert cmcli(home, "list", "--no-auth-key").returncode == 0
-    assert [r[2] for r in stub.requests] == [
-        {"auth_key": ["stored"]}, {"auth_key": ["given"]}, {}]
+    assert [r[2] for r in stub.requests] == [{"auth_key": ["stored"]}, {"auth_key": ["given"]}, {}]
     # A command-line port wins over the stored one (nothing listens there).
     result = cmcli(home, "list", "--port", str(free_port()))
     assert result.returncode == cli.EXIT_CONNECT
@@ -427,8 +493,20 @@ def test_format_setting_changes_default(home: Path, stub: Stub) -> None:
 def test_every_command_sends_the_right_request(home: Path, stub: Stub) -> None:
     key = ["--auth-key", "K", *stub.args()]
     runs = [
-        ["create", "--name", "N", "--periodicity", "60", "--description", "d",
-         "--email", "a@x", "--email", "b@x", "--paused"],
+        [
+            "create",
+            "--name",
+            "N",
+            "--periodicity",
+            "60",
+            "--description",
+            "d",
+            "--email",
+            "a@x",
+            "--email",
+            "b@x",
+            "--paused",
+        ],
         ["delete", "--id", "abcdefgh"],
         ["update", "--slug", "n", "--periodicity", "* * * * * 30", "--email", "-"],
         ["get", "--name", "N"],
@@ -442,20 +520,35 @@ def test_every_command_sends_the_right_request(home: Path, stub: Stub) -> None:
         assert result.returncode == 0, result.stderr
     assert all(method == "GET" for method, _, _ in stub.requests)
     assert [(path, query) for _, path, query in stub.requests] == [
-        ("/coal-mine/v1/canary/create",
-         {"name": ["N"], "periodicity": ["60"], "description": ["d"], "email": ["a@x", "b@x"],
-          "paused": ["true"], "auth_key": ["K"]}),
+        (
+            "/coal-mine/v1/canary/create",
+            {
+                "name": ["N"],
+                "periodicity": ["60"],
+                "description": ["d"],
+                "email": ["a@x", "b@x"],
+                "paused": ["true"],
+                "auth_key": ["K"],
+            },
+        ),
         ("/coal-mine/v1/canary/delete", {"id": ["abcdefgh"], "auth_key": ["K"]}),
-        ("/coal-mine/v1/canary/update",
-         {"slug": ["n"], "periodicity": ["* * * * * 30"], "email": ["-"], "auth_key": ["K"]}),
+        (
+            "/coal-mine/v1/canary/update",
+            {"slug": ["n"], "periodicity": ["* * * * * 30"], "email": ["-"], "auth_key": ["K"]},
+        ),
         ("/coal-mine/v1/canary/get", {"name": ["N"], "auth_key": ["K"]}),
-        ("/coal-mine/v1/canary/list",
-         {"verbose": ["true"], "paused": ["false"], "late": ["true"], "search": ["a|b"],
-          "auth_key": ["K"]}),
-        ("/coal-mine/v1/canary/pause",
-         {"slug": ["n"], "comment": ["maintenance"], "auth_key": ["K"]}),
-        ("/coal-mine/v1/canary/unpause",
-         {"id": ["abcdefgh"], "comment": ["done"], "auth_key": ["K"]}),
+        (
+            "/coal-mine/v1/canary/list",
+            {
+                "verbose": ["true"],
+                "paused": ["false"],
+                "late": ["true"],
+                "search": ["a|b"],
+                "auth_key": ["K"],
+            },
+        ),
+        ("/coal-mine/v1/canary/pause", {"slug": ["n"], "comment": ["maintenance"], "auth_key": ["K"]}),
+        ("/coal-mine/v1/canary/unpause", {"id": ["abcdefgh"], "comment": ["done"], "auth_key": ["K"]}),
         # trigger never sends the auth key
         ("/coal-mine/v1/canary/trigger", {"name": ["N"], "comment": ["ran ok"]}),
     ]
@@ -464,13 +557,13 @@ def test_every_command_sends_the_right_request(home: Path, stub: Stub) -> None:
 def test_update_by_name_looks_the_canary_up_first(home: Path, stub: Stub) -> None:
     stub.reply({"status": "ok", "canary": CANARY})
     stub.reply({"status": "ok", "canary": dict(CANARY, description="new")})
-    result = cmcli(home, "update", "--name", "Nightly backup", "--description", "new",
-                   "--auth-key", "K", *stub.args())
+    result = cmcli(
+        home, "update", "--name", "Nightly backup", "--description", "new", "--auth-key", "K", *stub.args()
+    )
     assert result.returncode == 0, result.stderr
     assert [(path, query) for _, path, query in stub.requests] == [
         ("/coal-mine/v1/canary/get", {"name": ["Nightly backup"], "auth_key": ["K"]}),
-        ("/coal-mine/v1/canary/update",
-         {"id": ["abcdefgh"], "description": ["new"], "auth_key": ["K"]}),
+        ("/coal-mine/v1/canary/update", {"id": ["abcdefgh"], "description": ["new"], "auth_key": ["K"]}),
     ]
     assert "'description': 'new'" in result.stdout
 
@@ -484,10 +577,10 @@ def test_update_by_name_lookup_failure(home: Path, stub: Stub) -> None:
 
 
 def test_update_with_id_and_name_renames(home: Path, stub: Stub) -> None:
-    assert cmcli(home, "update", "--id", "abcdefgh", "--name", "Renamed",
-                 *stub.args()).returncode == 0
-    assert stub.requests == [("GET", "/coal-mine/v1/canary/update",
-                              {"id": ["abcdefgh"], "name": ["Renamed"]})]
+    assert cmcli(home, "update", "--id", "abcdefgh", "--name", "Renamed", *stub.args()).returncode == 0
+    assert stub.requests == [
+        ("GET", "/coal-mine/v1/canary/update", {"id": ["abcdefgh"], "name": ["Renamed"]})
+    ]
 
 
 # --------------------------------------------------------------------------
@@ -506,8 +599,7 @@ def test_no_history_and_terse(home: Path, stub: Stub) -> None:
     for flag in ("--no-history", "--terse"):
         stub.reply({"status": "ok", "canary": CANARY})
         result = cmcli(home, "get", "--id", "abcdefgh", flag, *stub.args())
-        expected = {"status": "ok", "canary": {k: v for k, v in CANARY.items()
-                                               if k != "history"}}
+        expected = {"status": "ok", "canary": {k: v for k, v in CANARY.items() if k != "history"}}
         assert ast.literal_eval(result.stdout) == expected
     stub.reply({"status": "ok", "canaries": [CANARY]})
     result = cmcli(home, "list", "--verbose", "--terse", "--json", *stub.args())
@@ -515,13 +607,16 @@ def test_no_history_and_terse(home: Path, stub: Stub) -> None:
 
 
 def test_human_canary_layout(home: Path, stub: Stub) -> None:
-    schedule = dict(CANARY, periodicity="* 0-11 * * * 300", periodicity_schedule=[
-        ["2026-11-26T03:35:00+00:00", "2026-11-26T11:59:00+00:00", 300.0],
-        ["2026-11-26T12:00:00+00:00", "2026-11-26T23:59:00+00:00", "Inactive"],
-    ])
+    schedule = dict(
+        CANARY,
+        periodicity="* 0-11 * * * 300",
+        periodicity_schedule=[
+            ["2026-11-26T03:35:00+00:00", "2026-11-26T11:59:00+00:00", 300.0],
+            ["2026-11-26T12:00:00+00:00", "2026-11-26T23:59:00+00:00", "Inactive"],
+        ],
+    )
     stub.reply({"status": "ok", "canary": schedule})
-    result = cmcli(home, "get", "--id", "abcdefgh", "--human", "--tz", "Europe/Paris",
-                   *stub.args())
+    result = cmcli(home, "get", "--id", "abcdefgh", "--human", "--tz", "Europe/Paris", *stub.args())
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines() == [
         "Name:         Nightly backup",
@@ -568,8 +663,9 @@ def test_human_list_layouts(home: Path, stub: Stub) -> None:
         "abcdefgh  ok     2026-11-26 04:34:55 UTC  3600 s       Nightly backup",
         "zzzzzzzz  LATE   2026-11-26 04:34:55 UTC  schedule     Late one",
     ]
-    stub.reply({"status": "ok", "canaries": [{"name": "A", "id": "aaaaaaaa"},
-                                             {"name": "Bee", "id": "bbbbbbbb"}]})
+    stub.reply(
+        {"status": "ok", "canaries": [{"name": "A", "id": "aaaaaaaa"}, {"name": "Bee", "id": "bbbbbbbb"}]}
+    )
     result = cmcli(home, "list", "--human", *stub.args())
     assert result.stdout == "ID        NAME\naaaaaaaa  A\nbbbbbbbb  Bee\n"
     stub.reply({"status": "ok", "canaries": []})
@@ -579,8 +675,10 @@ def test_human_list_layouts(home: Path, stub: Stub) -> None:
 def test_human_trigger_and_delete(home: Path, stub: Stub) -> None:
     stub.reply({"status": "ok", "recovered": True, "unpaused": True})
     result = cmcli(home, "trigger", "--slug", "nightly-backup", "--human", *stub.args())
-    assert result.stdout == ("Triggered canary (slug nightly-backup). It was late and has "
-                             "recovered. It was paused and is now unpaused.\n")
+    assert result.stdout == (
+        "Triggered canary (slug nightly-backup). It was late and has "
+        "recovered. It was paused and is now unpaused.\n"
+    )
     stub.reply({"status": "ok", "recovered": False, "unpaused": False})
     result = cmcli(home, "trigger", "--id", "abcdefgh", "--human", *stub.args())
     assert result.stdout == "Triggered canary (id abcdefgh).\n"
@@ -591,8 +689,17 @@ def test_human_trigger_and_delete(home: Path, stub: Stub) -> None:
 
 def test_tz_local_uses_the_system_zone(home: Path, stub: Stub) -> None:
     stub.reply({"status": "ok", "canary": CANARY})
-    result = cmcli(home, "get", "--id", "abcdefgh", "--human", "--tz", "local", *stub.args(),
-                   env=cli_env(home, TZ="Asia/Tokyo"))
+    result = cmcli(
+        home,
+        "get",
+        "--id",
+        "abcdefgh",
+        "--human",
+        "--tz",
+        "local",
+        *stub.args(),
+        env=cli_env(home, TZ="Asia/Tokyo"),
+    )
     assert "Deadline:     2026-11-26 13:34:55 JST" in result.stdout
     # --tz stored in the ini is the default; the command line wins.
     (home / ".coal-mine.ini").write_text("[coal-mine]\ntz = America/New_York\n")
@@ -640,8 +747,7 @@ def test_connection_refused(home: Path) -> None:
     port = free_port()
     result = cmcli(home, "list", "--host", "127.0.0.1", "--port", str(port))
     assert result.returncode == cli.EXIT_CONNECT
-    assert result.stderr == (f"cmcli: cannot connect to http://127.0.0.1:{port}: "
-                             "Connection refused\n")
+    assert result.stderr == (f"cmcli: cannot connect to http://127.0.0.1:{port}: Connection refused\n")
 
 
 def test_timeout_against_silent_server(home: Path) -> None:
@@ -658,8 +764,9 @@ def test_timeout_against_silent_server(home: Path) -> None:
     thread.start()
     port = listener.getsockname()[1]
     try:
-        result = cmcli(home, "get", "--id", "x", "--host", "127.0.0.1", "--port", str(port),
-                       "--timeout", "0.5")
+        result = cmcli(
+            home, "get", "--id", "x", "--host", "127.0.0.1", "--port", str(port), "--timeout", "0.5"
+        )
     finally:
         thread.join(5)
         for conn in accepted:
@@ -675,8 +782,7 @@ def test_timeout_setting_from_config(home: Path) -> None:
         listener.bind(("127.0.0.1", 0))
         listener.listen(5)  # connections queue in the backlog; nobody answers
         port = listener.getsockname()[1]
-        (home / ".coal-mine.ini").write_text(
-            f"[coal-mine]\nhost = 127.0.0.1\nport = {port}\ntimeout = 0.3\n")
+        (home / ".coal-mine.ini").write_text(f"[coal-mine]\nhost = 127.0.0.1\nport = {port}\ntimeout = 0.3\n")
         result = cmcli(home, "list")
     assert result.returncode == cli.EXIT_TIMEOUT
     assert "timed out after 0.3 s" in result.stderr
@@ -694,10 +800,26 @@ def tls_stub(tmp_path: Path, stub: Stub) -> Iterator[tuple[Stub, Path]]:
         pytest.skip("openssl is needed to make a test certificate")
     cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
     subprocess.run(
-        [openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
-         "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
-         "-keyout", str(key), "-out", str(cert)],
-        check=True, capture_output=True,
+        [
+            openssl,
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+        ],
+        check=True,
+        capture_output=True,
     )
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(cert, key)
@@ -741,9 +863,21 @@ def conn(server: Any) -> list[str]:
 
 def test_real_server_round_trip(home: Path, server: Any) -> None:
     c = conn(server)
-    created = cmcli(home, "create", "--name", "Nightly Backup", "--periodicity", "3600",
-                    "--description", "db", "--email", "a@example.com",
-                    "--email", "b@example.com", *c)
+    created = cmcli(
+        home,
+        "create",
+        "--name",
+        "Nightly Backup",
+        "--periodicity",
+        "3600",
+        "--description",
+        "db",
+        "--email",
+        "a@example.com",
+        "--email",
+        "b@example.com",
+        *c,
+    )
     assert created.returncode == 0, created.stderr
     canary = ast.literal_eval(created.stdout)["canary"]
     assert canary["slug"] == "nightly-backup"
@@ -752,8 +886,11 @@ def test_real_server_round_trip(home: Path, server: Any) -> None:
     cid = canary["id"]
 
     # Default output: exactly pprint of the API answer.
-    for argv in (["get", "--id", cid], ["get", "--slug", "nightly-backup"],
-                 ["get", "--name", "Nightly Backup"]):
+    for argv in (
+        ["get", "--id", cid],
+        ["get", "--slug", "nightly-backup"],
+        ["get", "--name", "Nightly Backup"],
+    ):
         result = cmcli(home, *argv, *c)
         assert result.stdout == pprint.pformat(api(server, "get", id=cid)) + "\n"
     assert ast.literal_eval(created.stdout) == api(server, "get", id=cid)
@@ -765,13 +902,11 @@ def test_real_server_round_trip(home: Path, server: Any) -> None:
     assert json.loads(result.stdout) == api(server, "list", verbose="true")
     result = cmcli(home, "list", *c)
     assert result.stdout == pprint.pformat(api(server, "list")) + "\n"
-    assert ast.literal_eval(result.stdout)["canaries"] == [{"name": "Nightly Backup",
-                                                             "id": cid}]
+    assert ast.literal_eval(result.stdout)["canaries"] == [{"name": "Nightly Backup", "id": cid}]
 
     # trigger
     result = cmcli(home, "trigger", "--id", cid, "--comment", "ran", *c)
-    assert ast.literal_eval(result.stdout) == {"status": "ok", "recovered": False,
-                                               "unpaused": False}
+    assert ast.literal_eval(result.stdout) == {"status": "ok", "recovered": False, "unpaused": False}
     assert api(server, "get", id=cid)["canary"]["history"][0][1] == "Triggered (ran)"
 
     # pause / unpause with comments
@@ -784,8 +919,7 @@ def test_real_server_round_trip(home: Path, server: Any) -> None:
     result = cmcli(home, "list", "--no-paused", *c)
     assert ast.literal_eval(result.stdout)["canaries"] == []
     result = cmcli(home, "trigger", "--name", "Nightly Backup", "--human", *c)
-    assert result.stdout == ("Triggered canary (name 'Nightly Backup'). "
-                             "It was paused and is now unpaused.\n")
+    assert result.stdout == ("Triggered canary (name 'Nightly Backup'). It was paused and is now unpaused.\n")
     cmcli(home, "pause", "--id", cid, *c)
     result = cmcli(home, "unpause", "--id", cid, "--comment", "back", "--terse", *c)
     unpaused = ast.literal_eval(result.stdout)["canary"]
@@ -806,8 +940,7 @@ def test_real_server_round_trip(home: Path, server: Any) -> None:
     # list filters and search
     cmcli(home, "create", "--name", "Other", "--periodicity", "60", "--paused", *c)
     result = cmcli(home, "list", "--search", "^week", *c)
-    assert ast.literal_eval(result.stdout)["canaries"] == [{"name": "Weekly Backup",
-                                                             "id": cid}]
+    assert ast.literal_eval(result.stdout)["canaries"] == [{"name": "Weekly Backup", "id": cid}]
     result = cmcli(home, "list", "--no-late", "--verbose", "--terse", *c)
     entries = ast.literal_eval(result.stdout)["canaries"]
     assert {x["name"] for x in entries} == {"Weekly Backup", "Other"}
@@ -867,9 +1000,11 @@ def test_real_server_errors(home: Path, auth_server: Any) -> None:
     assert result.stderr.startswith("404 ")
     assert "'status': 'error'" in result.stderr
     # 400: a bad schedule, a duplicate, an update with nothing in it
-    for argv in (["create", "--name", "Bad", "--periodicity", "not a schedule"],
-                 ["create", "--name", "keyed", "--periodicity", "60"],
-                 ["update", "--id", cid]):
+    for argv in (
+        ["create", "--name", "Bad", "--periodicity", "not a schedule"],
+        ["create", "--name", "keyed", "--periodicity", "60"],
+        ["update", "--id", cid],
+    ):
         result = cmcli(home, *argv)
         assert result.returncode == cli.EXIT_HTTP, argv
         assert result.stderr.startswith("400 "), result.stderr

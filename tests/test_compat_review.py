@@ -11,8 +11,7 @@ from tests.helpers import ServerProcess
 
 def test_update_with_the_same_emails_in_another_order_changes_nothing(logic: BusinessLogic) -> None:
     cid = logic.create("Job", 60, emails=["a@example.com", "b@example.com"]).id
-    for emails in (["b@example.com", "a@example.com"],
-                   ["a@example.com", "b@example.com", "a@example.com"]):
+    for emails in (["b@example.com", "a@example.com"], ["a@example.com", "b@example.com", "a@example.com"]):
         with pytest.raises(BadRequestError, match="No updates specified"):
             logic.update(cid, emails=emails)
     assert logic.get(cid).emails == ["a@example.com", "b@example.com"]
@@ -27,8 +26,9 @@ def test_update_with_reordered_emails_keeps_the_stored_order(logic: BusinessLogi
 
 
 def test_update_emails_reordered_over_http_is_no_updates_specified(server: ServerProcess) -> None:
-    status, body = server.call("create", name="Ordered", periodicity="60",
-                               email=["a@example.com", "b@example.com"])
+    status, body = server.call(
+        "create", name="Ordered", periodicity="60", email=["a@example.com", "b@example.com"]
+    )
     assert status == 200, body
     status, body = server.call("update", slug="ordered", email=["b@example.com", "a@example.com"])
     assert (status, body) == (400, {"status": "error", "error": "No updates specified"})

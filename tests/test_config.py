@@ -38,7 +38,9 @@ def test_search_order(tmp_path: Path) -> None:
 
 
 def test_full_ini(tmp_path: Path) -> None:
-    path = write(tmp_path, """
+    path = write(
+        tmp_path,
+        """
 [logging]
 file = /tmp/cm.log
 rotate = yes
@@ -57,13 +59,23 @@ security = starttls
 [wsgi]
 port = 8080
 auth_key = k
-""")
+""",
+    )
     config = load_config(path)
     assert config.store == SQLiteConfig(path="/var/lib/cm.db", synchronous="full")
-    assert (config.logging.file, config.logging.rotate, config.logging.max_size,
-            config.logging.backup_count) == ("/tmp/cm.log", True, 2048, 2)
-    assert (config.email.sender, config.email.host, config.email.port, config.email.username,
-            config.email.security) == ("alerts@example.com", "smtp.example.com", 587, "u", "starttls")
+    assert (
+        config.logging.file,
+        config.logging.rotate,
+        config.logging.max_size,
+        config.logging.backup_count,
+    ) == ("/tmp/cm.log", True, 2048, 2)
+    assert (
+        config.email.sender,
+        config.email.host,
+        config.email.port,
+        config.email.username,
+        config.email.security,
+    ) == ("alerts@example.com", "smtp.example.com", 587, "u", "starttls")
     assert (config.wsgi.port, config.wsgi.auth_key) == (8080, "k")
 
 
@@ -77,39 +89,56 @@ def test_mongodb_section(tmp_path: Path) -> None:
 
 def test_environment_mode(tmp_path: Path) -> None:
     (tmp_path / "coal-mine.ini").write_text("[wsgi]\nport = 1\n")  # not read in this mode
-    config = load_config(environ={
-        "MONGODB_URI": "mongodb://db/coal", "EMAIL_SENDER": "a@b", "SMTP_HOST": "mail",
-        "SMTP_PORT": "2525", "SMTP_USERNAME": "u", "SMTP_PASSWORD": "p", "WSGI_PORT": "5000",
-        "WSGI_AUTH_KEY": "key", "SMTP_SECURITY": "ssl"}, search_dirs=(str(tmp_path),))
+    config = load_config(
+        environ={
+            "MONGODB_URI": "mongodb://db/coal",
+            "EMAIL_SENDER": "a@b",
+            "SMTP_HOST": "mail",
+            "SMTP_PORT": "2525",
+            "SMTP_USERNAME": "u",
+            "SMTP_PASSWORD": "p",
+            "WSGI_PORT": "5000",
+            "WSGI_AUTH_KEY": "key",
+            "SMTP_SECURITY": "ssl",
+        },
+        search_dirs=(str(tmp_path),),
+    )
     assert config.source == "environment"
     assert config.store.hosts == "mongodb://db/coal"
     assert (config.email.sender, config.email.host, config.email.port, config.email.security) == (
-        "a@b", "mail", 2525, "ssl")
+        "a@b",
+        "mail",
+        2525,
+        "ssl",
+    )
     assert (config.wsgi.port, config.wsgi.auth_key) == (5000, "key")
 
 
-@pytest.mark.parametrize("text, setting", [
-    ("[wsgi]\nport = eighty\n", "[wsgi] port"),
-    ("[wsgi]\nport = 70000\n", "[wsgi] port"),
-    ("[wsgi]\nworkers = 0\n", "[wsgi] workers"),
-    ("[wsgi]\ncertfile = /nonexistent.pem\nkeyfile = /nonexistent.key\n", "[wsgi] certfile"),
-    ("[wsgi]\ncertfile = /etc/hostname\n", "[wsgi] keyfile"),
-    ("[email]\nhost = mail\n", "[email] sender"),
-    ("[email]\nsender = a@b\nport = x\n", "[email] port"),
-    ("[email]\nsender = a@b\nsecurity = tls13\n", "[email] security"),
-    ("[email]\nsender = a@b\nusername = u\n", "[email] username and password"),
-    ("[email]\nsender = a@b\ntimeout = -1\n", "[email] timeout"),
-    ("[logging]\nrotate = sometimes\n", "[logging] rotate"),
-    ("[logging]\nmax_size = big\n", "[logging] max_size"),
-    ("[logging]\nbackup_count = -1\n", "[logging] backup_count"),
-    ("[sqlite]\nsynchronous = off\n", "[sqlite] synchronous"),
-    ("[mongodb]\ndatabase = x\n", "[mongodb] hosts"),
-    ("[mongodb]\nhosts = h\n[sqlite]\npath = x\n", "[mongodb] and [sqlite]"),
-    ("[watcher]\nrescan_interval = soon\n", "[watcher] rescan_interval"),
-    ("[wsig]\nport = 1\n", "unknown section [wsig]"),
-    ("[wsgi]\nprot = 1\n", "unknown setting [wsgi] prot"),
-    ("not an ini file\n", "cannot read configuration"),
-])
+@pytest.mark.parametrize(
+    "text, setting",
+    [
+        ("[wsgi]\nport = eighty\n", "[wsgi] port"),
+        ("[wsgi]\nport = 70000\n", "[wsgi] port"),
+        ("[wsgi]\nworkers = 0\n", "[wsgi] workers"),
+        ("[wsgi]\ncertfile = /nonexistent.pem\nkeyfile = /nonexistent.key\n", "[wsgi] certfile"),
+        ("[wsgi]\ncertfile = /etc/hostname\n", "[wsgi] keyfile"),
+        ("[email]\nhost = mail\n", "[email] sender"),
+        ("[email]\nsender = a@b\nport = x\n", "[email] port"),
+        ("[email]\nsender = a@b\nsecurity = tls13\n", "[email] security"),
+        ("[email]\nsender = a@b\nusername = u\n", "[email] username and password"),
+        ("[email]\nsender = a@b\ntimeout = -1\n", "[email] timeout"),
+        ("[logging]\nrotate = sometimes\n", "[logging] rotate"),
+        ("[logging]\nmax_size = big\n", "[logging] max_size"),
+        ("[logging]\nbackup_count = -1\n", "[logging] backup_count"),
+        ("[sqlite]\nsynchronous = off\n", "[sqlite] synchronous"),
+        ("[mongodb]\ndatabase = x\n", "[mongodb] hosts"),
+        ("[mongodb]\nhosts = h\n[sqlite]\npath = x\n", "[mongodb] and [sqlite]"),
+        ("[watcher]\nrescan_interval = soon\n", "[watcher] rescan_interval"),
+        ("[wsig]\nport = 1\n", "unknown section [wsig]"),
+        ("[wsgi]\nprot = 1\n", "unknown setting [wsgi] prot"),
+        ("not an ini file\n", "cannot read configuration"),
+    ],
+)
 def test_malformed_settings_are_named(tmp_path: Path, text: str, setting: str) -> None:
     with pytest.raises(ConfigError) as info:
         load_config(write(tmp_path, text))
@@ -117,12 +146,15 @@ def test_malformed_settings_are_named(tmp_path: Path, text: str, setting: str) -
     assert "\n" not in str(info.value)
 
 
-@pytest.mark.parametrize("environ, setting", [
-    ({"WSGI_PORT": "x"}, "WSGI_PORT"),
-    ({"SMTP_PORT": "0"}, "SMTP_PORT"),
-    ({"SMTP_USERNAME": "u"}, "SMTP_USERNAME and SMTP_PASSWORD"),
-    ({"SMTP_SECURITY": "maybe"}, "SMTP_SECURITY"),
-])
+@pytest.mark.parametrize(
+    "environ, setting",
+    [
+        ({"WSGI_PORT": "x"}, "WSGI_PORT"),
+        ({"SMTP_PORT": "0"}, "SMTP_PORT"),
+        ({"SMTP_USERNAME": "u"}, "SMTP_USERNAME and SMTP_PASSWORD"),
+        ({"SMTP_SECURITY": "maybe"}, "SMTP_SECURITY"),
+    ],
+)
 def test_malformed_environment_is_named(environ: dict, setting: str) -> None:
     with pytest.raises(ConfigError) as info:
         load_config(environ={"MONGODB_URI": "mongodb://db/x", **environ})
@@ -137,8 +169,14 @@ def test_missing_explicit_file(tmp_path: Path) -> None:
 def run_server(tmp_path: Path, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
     environment = dict(os.environ, PYTHONPATH=str(REPO), **(env or {}))
     environment.pop("MONGODB_URI", None) if not env or "MONGODB_URI" not in env else None
-    return subprocess.run([sys.executable, "-m", "coal_mine.server", *args], cwd=tmp_path,
-                          env=environment, capture_output=True, text=True, timeout=30)
+    return subprocess.run(
+        [sys.executable, "-m", "coal_mine.server", *args],
+        cwd=tmp_path,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
 
 
 def test_server_refuses_bad_config_with_one_line(tmp_path: Path) -> None:
@@ -146,11 +184,13 @@ def test_server_refuses_bad_config_with_one_line(tmp_path: Path) -> None:
     result = run_server(tmp_path)
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
-        'coal-mine: configuration error: [wsgi] port: "eighty" is not a whole number']
+        'coal-mine: configuration error: [wsgi] port: "eighty" is not a whole number'
+    ]
 
 
 def test_server_reports_busy_port(tmp_path: Path) -> None:
     import socket
+
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
@@ -168,9 +208,14 @@ def test_zero_config_start_uses_sqlite_in_current_directory(tmp_path: Path) -> N
     port = free_port()
     env = dict(os.environ, PYTHONPATH=str(REPO))
     env.pop("MONGODB_URI", None)
-    process = subprocess.Popen([sys.executable, "-m", "coal_mine.server", "--host", "127.0.0.1",
-                                "--port", str(port)], cwd=tmp_path, env=env,
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "coal_mine.server", "--host", "127.0.0.1", "--port", str(port)],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         wait_for_port(port, process=process)
         status, body = http_get(f"http://127.0.0.1:{port}/coal-mine/v1/canary/create?name=z&periodicity=5")

@@ -14,8 +14,7 @@ from tests.helpers import ServerProcess
 
 def test_acknowledged_triggers_survive_kill_9(tmp_path: Path) -> None:
     server = ServerProcess(tmp_path / "srv").start()
-    ids = [server.call("create", name=f"Burst {i}", periodicity="3600")[1]["canary"]["id"]
-           for i in range(4)]
+    ids = [server.call("create", name=f"Burst {i}", periodicity="3600")[1]["canary"]["id"] for i in range(4)]
     acknowledged: list[tuple[str, str]] = []
     lock = threading.Lock()
     stop = threading.Event()
@@ -50,6 +49,6 @@ def test_acknowledged_triggers_survive_kill_9(tmp_path: Path) -> None:
         for cid in ids:
             status, body = restarted.call("get", id=cid)
             assert status == 200
-            stored |= {(cid, c[len("Triggered ("):-1]) for _, c in body["canary"]["history"]}
+            stored |= {(cid, c[len("Triggered (") : -1]) for _, c in body["canary"]["history"]}
     missing = [a for a in acknowledged if a not in stored]
     assert missing == []

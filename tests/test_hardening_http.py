@@ -61,17 +61,23 @@ def test_request_line_limit_is_a_json_414(served: InProcessServer) -> None:
 
 def test_request_head_limit_is_a_json_431(served: InProcessServer) -> None:
     headers = "".join(f"X-Filler-{i}: {'v' * 1000}\r\n" for i in range(MAX_REQUEST_HEAD // 1000 + 1))
-    status, body = raw_request(served.port, f"GET /coal-mine/v1/canary/list HTTP/1.0\r\n{headers}\r\n"
-                               .encode())
+    status, body = raw_request(
+        served.port, f"GET /coal-mine/v1/canary/list HTTP/1.0\r\n{headers}\r\n".encode()
+    )
     assert status == 431 and str(MAX_REQUEST_HEAD) in error_json(body)["error"]
 
 
-@pytest.mark.parametrize("request_bytes", [
-    b"NONSENSE\r\n\r\n",
-    b"GET /coal-mine/v1/canary/list HTTP/9.x\r\n\r\n",
-    b"GET /coal-mine/v1/canary/list HTTP/1.0\r\n" + b"".join(b"X-H%d: v\r\n" % i for i in range(150))
-    + b"\r\n",
-], ids=["garbage", "bad-version", "too-many-headers"])
+@pytest.mark.parametrize(
+    "request_bytes",
+    [
+        b"NONSENSE\r\n\r\n",
+        b"GET /coal-mine/v1/canary/list HTTP/9.x\r\n\r\n",
+        b"GET /coal-mine/v1/canary/list HTTP/1.0\r\n"
+        + b"".join(b"X-H%d: v\r\n" % i for i in range(150))
+        + b"\r\n",
+    ],
+    ids=["garbage", "bad-version", "too-many-headers"],
+)
 def test_malformed_requests_get_json_errors(served: InProcessServer, request_bytes: bytes) -> None:
     status, body = raw_request(served.port, request_bytes)
     assert 400 <= status < 500
@@ -188,8 +194,15 @@ def test_access_log_never_shows_the_key(caplog: pytest.LogCaptureFixture) -> Non
     caplog.set_level(logging.INFO, logger="coal_mine.access")
     with InProcessServer(auth_key=key, secrets=[key]) as server:
         canary_id = make_canary_with_key(server, key)
-        for raw in (f"auth_key={key}", "auth_key=Key-Of-The-Mine%2F42%2B", f"AUTH%5Fkey={key}",
-                    f"Auth-Key={key}", f"name={key}", "name=Key-Of-The-Mine%2F42%2B", f"nonsense={key}"):
+        for raw in (
+            f"auth_key={key}",
+            "auth_key=Key-Of-The-Mine%2F42%2B",
+            f"AUTH%5Fkey={key}",
+            f"Auth-Key={key}",
+            f"name={key}",
+            "name=Key-Of-The-Mine%2F42%2B",
+            f"nonsense={key}",
+        ):
             for path in ("/coal-mine/v1/canary/get", "/coal-mine/v1/canary/list", f"/{canary_id}"):
                 status, body = raw_request(server.port, f"GET {path}?{raw} HTTP/1.0\r\n\r\n".encode())
                 assert status in (200, 400, 401, 404)

@@ -45,8 +45,7 @@ def test_invalid_pattern_is_400(store: AbstractStore, pattern: str) -> None:
         list(logic.list(search=pattern))
 
 
-@pytest.mark.parametrize("pattern", [r"((a{1000}){1000}){1000}", r"([\w\W]{4294967294})",
-                                     r"(\\{100}){101}"])
+@pytest.mark.parametrize("pattern", [r"((a{1000}){1000}){1000}", r"([\w\W]{4294967294})", r"(\\{100}){101}"])
 def test_repetition_bombs_are_refused_before_compiling(store: AbstractStore, pattern: str) -> None:
     logic = BusinessLogic(store, FakeClock())
     logic.create("job", 60)

@@ -103,7 +103,11 @@ def test_reads_every_document(logic: BusinessLogic, fixture_docs: dict[str, dict
     for cid, doc in fixture_docs.items():
         canary = logic.get(cid)
         assert (canary.name, canary.slug, canary.description, canary.emails) == (
-            doc["name"], doc["slug"], doc["description"], doc["emails"])
+            doc["name"],
+            doc["slug"],
+            doc["description"],
+            doc["emails"],
+        )
         assert canary.periodicity == doc["periodicity"]
         assert (canary.paused, canary.late) == (doc["paused"], doc["late"])
         assert canary.deadline == (doc["deadline"].replace(tzinfo=UTC) if "deadline" in doc else None)
@@ -122,8 +126,9 @@ def test_list_in_insertion_order_with_filters(logic: BusinessLogic) -> None:
     assert [c.id for c in logic.store.due_canaries(NOW, 10)] == ["ccujkbby"]
 
 
-def test_writes_keep_coal_mines_shape(logic: BusinessLogic, db: Any, clock: FakeClock,
-                                      fixture_docs: dict[str, dict[str, Any]]) -> None:
+def test_writes_keep_coal_mines_shape(
+    logic: BusinessLogic, db: Any, clock: FakeClock, fixture_docs: dict[str, dict[str, Any]]
+) -> None:
     before = {cid: raw(db, cid) for cid in IDS}
     assert logic.trigger("wmtoitnt", "ok again") == (False, False)
     logic.pause("ccujkbby", "weekend")
@@ -165,8 +170,9 @@ def test_delete_and_recreate(logic: BusinessLogic, db: Any) -> None:
         logic.create("paused job", 60)
 
 
-def test_pending_notify_flag_is_delivered(logic: BusinessLogic, db: Any,
-                                          fixture_docs: dict[str, dict[str, Any]]) -> None:
+def test_pending_notify_flag_is_delivered(
+    logic: BusinessLogic, db: Any, fixture_docs: dict[str, dict[str, Any]]
+) -> None:
     store = logic.store
     (pending,) = store.pending_notifications()
     assert (pending.canary_id, pending.kind) == ("gnirvvzt", "late")

@@ -50,16 +50,22 @@ def ini_store(tmp_path: Path, body: str) -> MongoStore:
     return store
 
 
-@pytest.mark.parametrize("body, setting", [
-    ("hosts = mongodb://[bad\ndatabase = cm\n", "[mongodb] hosts: "),
-    ("hosts = db1:notaport,db2\ndatabase = cm\n", "[mongodb] hosts: "),
-    ("hosts = db1,db2\n", "[mongodb] database: "),
-    ("hosts = db1\ndatabase = bad/name\n", "[mongodb] database: "),
-    ("hosts = db1\ndatabase = cm\nfrobnicate = 1\n", "[mongodb] frobnicate: "),
-    ("hosts = db1\ndatabase = cm\nserverSelectionTimeoutMS = soon\n", "[mongodb] serverselectiontimeoutms: "),
-    ("hosts = db1\ndatabase = cm\nreplicaSet =\n", "[mongodb] replicaset is empty"),
-    ("hosts = db1\ndatabase = cm\nusername = u\n", "[mongodb] username and password"),
-])
+@pytest.mark.parametrize(
+    "body, setting",
+    [
+        ("hosts = mongodb://[bad\ndatabase = cm\n", "[mongodb] hosts: "),
+        ("hosts = db1:notaport,db2\ndatabase = cm\n", "[mongodb] hosts: "),
+        ("hosts = db1,db2\n", "[mongodb] database: "),
+        ("hosts = db1\ndatabase = bad/name\n", "[mongodb] database: "),
+        ("hosts = db1\ndatabase = cm\nfrobnicate = 1\n", "[mongodb] frobnicate: "),
+        (
+            "hosts = db1\ndatabase = cm\nserverSelectionTimeoutMS = soon\n",
+            "[mongodb] serverselectiontimeoutms: ",
+        ),
+        ("hosts = db1\ndatabase = cm\nreplicaSet =\n", "[mongodb] replicaset is empty"),
+        ("hosts = db1\ndatabase = cm\nusername = u\n", "[mongodb] username and password"),
+    ],
+)
 def test_bad_settings_give_one_line_naming_the_setting(tmp_path: Path, body: str, setting: str) -> None:
     with pytest.raises(ConfigError) as info:
         ini_store(tmp_path, body)
@@ -67,8 +73,9 @@ def test_bad_settings_give_one_line_naming_the_setting(tmp_path: Path, body: str
     assert setting in message and "\n" not in message
 
 
-@pytest.mark.parametrize("uri, setting", [("mongodb://db1", "MONGODB_URI: "),
-                                          ("mongodb://db1:x/cm", "MONGODB_URI: ")])
+@pytest.mark.parametrize(
+    "uri, setting", [("mongodb://db1", "MONGODB_URI: "), ("mongodb://db1:x/cm", "MONGODB_URI: ")]
+)
 def test_bad_environment_uri(uri: str, setting: str) -> None:
     with pytest.raises(ConfigError) as info:
         open_store(from_environment({"MONGODB_URI": uri}))
@@ -77,9 +84,12 @@ def test_bad_environment_uri(uri: str, setting: str) -> None:
 
 def test_settings_reach_the_client_without_connecting(tmp_path: Path) -> None:
     started = time.monotonic()
-    store = ini_store(tmp_path, f"hosts = 127.0.0.1:{free_port()}, 127.0.0.1:{free_port()}\n"
-                                "database = coal\nreplicaSet = rs0\nusername = u\npassword = p\n"
-                                "appname = coal-test\n")
+    store = ini_store(
+        tmp_path,
+        f"hosts = 127.0.0.1:{free_port()}, 127.0.0.1:{free_port()}\n"
+        "database = coal\nreplicaSet = rs0\nusername = u\npassword = p\n"
+        "appname = coal-test\n",
+    )
     try:
         options = store._client.options
         assert store.db.name == "coal" and options.replica_set_name == "rs0"
@@ -105,9 +115,14 @@ def test_uri_database_and_configured_timeout(tmp_path: Path) -> None:
 def test_bad_setting_stops_the_server_with_one_line(tmp_path: Path) -> None:
     ini = tmp_path / "coal-mine.ini"
     ini.write_text("[mongodb]\nhosts = db1\ndatabase = cm\nfrob = 1\n")
-    result = subprocess.run([sys.executable, "-m", "coal_mine.server", "--config", str(ini), "--web"],
-                            cwd=tmp_path, env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"},
-                            capture_output=True, text=True, timeout=30)
+    result = subprocess.run(
+        [sys.executable, "-m", "coal_mine.server", "--config", str(ini), "--web"],
+        cwd=tmp_path,
+        env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert result.returncode == 2
     last = result.stderr.splitlines()[-1]
     assert last.startswith("coal-mine: configuration error: [mongodb] frob: Unknown option")
@@ -116,13 +131,15 @@ def test_bad_setting_stops_the_server_with_one_line(tmp_path: Path) -> None:
 
 def test_unreachable_server_gives_503_and_start_is_fast(tmp_path: Path) -> None:
     """A real server process whose MongoDB does not answer: it starts, and requests get 503s."""
-    ini_extra = (f"[mongodb]\nhosts = 127.0.0.1:{free_port()}\ndatabase = cm\n"
-                 "serverSelectionTimeoutMS = 200\n")
+    ini_extra = f"[mongodb]\nhosts = 127.0.0.1:{free_port()}\ndatabase = cm\nserverSelectionTimeoutMS = 200\n"
     started = time.monotonic()
     with ServerProcess(tmp_path / "web", ini_extra=ini_extra, args=("--web",)) as server:
         assert time.monotonic() - started < 10
-        for command, params in (("list", {}), ("create", {"name": "x", "periodicity": 60}),
-                                ("trigger", {"id": "abcdefgh"})):
+        for command, params in (
+            ("list", {}),
+            ("create", {"name": "x", "periodicity": 60}),
+            ("trigger", {"id": "abcdefgh"}),
+        ):
             status, body = server.call(command, **params)
             assert status == 503, (command, body)
             assert body["status"] == "error" and "MongoDB is unavailable" in body["error"]
@@ -174,12 +191,15 @@ def flaky() -> Iterator[tuple[MongoStore, Flaky, list[float]]]:
 
 
 def canary(cid: str = "aaaaaaaa", name: str = "Job") -> Canary:
-    return Canary(id=cid, name=name, slug=name.lower(), periodicity=60.0, deadline=T0,
-                  history=[(T0, "Canary created")])
+    return Canary(
+        id=cid, name=name, slug=name.lower(), periodicity=60.0, deadline=T0, history=[(T0, "Canary created")]
+    )
 
 
-@pytest.mark.parametrize("error", [AutoReconnect("reset"), NotPrimaryError("not primary"),
-                                   OperationFailure("stepping down", code=189)])
+@pytest.mark.parametrize(
+    "error",
+    [AutoReconnect("reset"), NotPrimaryError("not primary"), OperationFailure("stepping down", code=189)],
+)
 @pytest.mark.parametrize("after", [False, True], ids=["before", "after-applied"])
 def test_transient_errors_are_retried_without_double_writes(flaky, error: Exception, after: bool) -> None:
     store, wrapper, sleeps = flaky
@@ -188,8 +208,12 @@ def test_transient_errors_are_retried_without_double_writes(flaky, error: Except
     store.create(canary())
     assert [c.id for c in store.iter_canaries()] == ["aaaaaaaa"]
     wrapper.failures = 2
-    assert store.update("aaaaaaaa", {"late": True}, history=(T0 + timedelta(seconds=1), "Triggered"),
-                        notifications=[NewNotification("late", T0, {"name": "Job"})])
+    assert store.update(
+        "aaaaaaaa",
+        {"late": True},
+        history=(T0 + timedelta(seconds=1), "Triggered"),
+        notifications=[NewNotification("late", T0, {"name": "Job"})],
+    )
     got = store.get("aaaaaaaa")
     assert got.late and [c for _, c in got.history] == ["Triggered", "Canary created"]
     assert len(store.pending_notifications()) == 1
@@ -243,8 +267,14 @@ def test_listing_resumes_after_a_dropped_connection(flaky) -> None:
                 raise AutoReconnect("connection closed mid-stream")
             yield doc
 
-    wrapper.collection = type("C", (), {"find": staticmethod(find_breaking_once),
-                                        "__getattr__": lambda s, n: getattr(store.db["canaries"], n)})()
+    wrapper.collection = type(
+        "C",
+        (),
+        {
+            "find": staticmethod(find_breaking_once),
+            "__getattr__": lambda s, n: getattr(store.db["canaries"], n),
+        },
+    )()
     assert [c.id for c in store.iter_canaries()] == ["aaaaaaaa", "bbbbbbbb", "cccccccc", "dddddddd"]
     assert state["broken"]
 
@@ -254,8 +284,14 @@ def test_interrupted_delete_is_recovered_by_the_next_claim(mongo: MongoStore) ->
     mongo.update("aaaaaaaa", {"late": True}, notifications=[NewNotification("late", T0, {"n": 1})])
     # What a process that died between deleting the canary and unmarking its copies leaves:
     (note,) = mongo.canaries.find_one({"id": "aaaaaaaa"})["notifications"]
-    mongo.side.insert_one({"_id": note["nid"], "canary_id": "aaaaaaaa", "staged": True,
-                           **{k: v for k, v in note.items() if k != "nid"}})
+    mongo.side.insert_one(
+        {
+            "_id": note["nid"],
+            "canary_id": "aaaaaaaa",
+            "staged": True,
+            **{k: v for k, v in note.items() if k != "nid"},
+        }
+    )
     mongo.canaries.delete_one({"id": "aaaaaaaa"})
     claimed = mongo.claim_notification(T0, "w", T0 + timedelta(seconds=30))
     assert claimed is not None and claimed.payload == {"n": 1}
@@ -265,8 +301,14 @@ def test_staged_copies_are_invisible_while_the_canary_exists(mongo: MongoStore) 
     mongo.create(canary())
     mongo.update("aaaaaaaa", {"late": True}, notifications=[NewNotification("late", T0, {"n": 1})])
     (note,) = mongo.canaries.find_one({"id": "aaaaaaaa"})["notifications"]
-    mongo.side.insert_one({"_id": note["nid"], "canary_id": "aaaaaaaa", "staged": True,
-                           **{k: v for k, v in note.items() if k != "nid"}})
+    mongo.side.insert_one(
+        {
+            "_id": note["nid"],
+            "canary_id": "aaaaaaaa",
+            "staged": True,
+            **{k: v for k, v in note.items() if k != "nid"},
+        }
+    )
     first = mongo.claim_notification(T0, "w", T0 + timedelta(seconds=30))
     assert first is not None and mongo.claim_notification(T0, "w2", T0 + timedelta(seconds=30)) is None
     assert len(mongo.pending_notifications()) == 1
@@ -366,8 +408,11 @@ def test_several_claimers_send_each_notification_once(mongo: MongoStore) -> None
 def test_delete_keeps_leases_and_order_of_pending_messages(mongo: MongoStore) -> None:
     mongo.create(canary())
     for seq in range(3):
-        mongo.update("aaaaaaaa", {"late": seq % 2 == 0},
-                     notifications=[NewNotification("late", T0 + timedelta(seconds=seq), {"seq": seq})])
+        mongo.update(
+            "aaaaaaaa",
+            {"late": seq % 2 == 0},
+            notifications=[NewNotification("late", T0 + timedelta(seconds=seq), {"seq": seq})],
+        )
     lease = T0 + timedelta(minutes=5)
     held = mongo.claim_notification(T0 + timedelta(seconds=5), "w1", lease)
     assert mongo.delete("aaaaaaaa") and mongo.get("aaaaaaaa") is None
@@ -395,8 +440,13 @@ def test_delete_racing_a_new_message_moves_it_too(flaky) -> None:
 
     def delete_after_a_concurrent_write(query: dict) -> Any:
         if not raced:  # another process records a message between our read and our delete
-            raced.append(store.update("aaaaaaaa", {"late": False}, notifications=[
-                NewNotification("resumed", T0 + timedelta(seconds=1), {"seq": 1})]))
+            raced.append(
+                store.update(
+                    "aaaaaaaa",
+                    {"late": False},
+                    notifications=[NewNotification("resumed", T0 + timedelta(seconds=1), {"seq": 1})],
+                )
+            )
         return real_delete(query)
 
     wrapper.delete_one = delete_after_a_concurrent_write

@@ -29,15 +29,28 @@ from tests.smtp_sink import SMTPSink
 T0 = datetime(2026, 3, 2, 12, 0, 0, 123000, tzinfo=UTC)
 
 
-def notification(kind: str = "late", name: str = "Nightly backup", emails: Any = None,
-                 history: list | None = None, **payload: Any) -> Notification:
+def notification(
+    kind: str = "late",
+    name: str = "Nightly backup",
+    emails: Any = None,
+    history: list | None = None,
+    **payload: Any,
+) -> Notification:
     return Notification(
-        id=7, canary_id="abcdefgh", kind=kind, created=T0,
-        payload={"id": "abcdefgh", "name": name,
-                 "emails": ["ops@example.com", "dev@example.org"] if emails is None else emails,
-                 "when": T0.isoformat(), "deadline": (T0 - timedelta(seconds=1)).isoformat(),
-                 "history": history if history is not None else [[T0.isoformat(), "Canary created"]],
-                 **payload})
+        id=7,
+        canary_id="abcdefgh",
+        kind=kind,
+        created=T0,
+        payload={
+            "id": "abcdefgh",
+            "name": name,
+            "emails": ["ops@example.com", "dev@example.org"] if emails is None else emails,
+            "when": T0.isoformat(),
+            "deadline": (T0 - timedelta(seconds=1)).isoformat(),
+            "history": history if history is not None else [[T0.isoformat(), "Canary created"]],
+            **payload,
+        },
+    )
 
 
 def parsed(message: EmailMessage) -> EmailMessage:
@@ -88,14 +101,22 @@ def test_delayed_message_says_so() -> None:
 def test_line_breaks_in_name_and_comment_cannot_add_headers() -> None:
     name = "Job\r\nBcc: evil@attacker.example\r\nX-Injected: yes"
     history = [[T0.isoformat(), "Triggered (x\r\nBcc: evil2@attacker.example)"]]
-    note = notification(name=name, history=history,
-                        emails=["ops@example.com\r\nBcc: evil3@attacker.example"])
+    note = notification(name=name, history=history, emails=["ops@example.com\r\nBcc: evil3@attacker.example"])
     raw = build_message(note, "c@x.org", now=T0).as_bytes()
     message = email.message_from_bytes(raw, policy=policy.default)
     assert message["Bcc"] is None and message["X-Injected"] is None
-    assert set(message.keys()) == {"From", "To", "Subject", "Date", "Message-ID", "X-Coal-Mine-Canary",
-                                   "X-Coal-Mine-Event", "Content-Type", "Content-Transfer-Encoding",
-                                   "MIME-Version"}
+    assert set(message.keys()) == {
+        "From",
+        "To",
+        "Subject",
+        "Date",
+        "Message-ID",
+        "X-Coal-Mine-Canary",
+        "X-Coal-Mine-Event",
+        "Content-Type",
+        "Content-Transfer-Encoding",
+        "MIME-Version",
+    }
     assert message["Subject"] == "[LATE] Job Bcc: evil@attacker.example X-Injected: yes has not reported"
     header_block = raw.split(b"\r\n\r\n", 1)[0]
     assert b"\r\nBcc" not in header_block and b"\r\nX-Injected" not in header_block
@@ -120,8 +141,9 @@ def sink() -> Any:
 
 
 def smtp_config(port: int, **kwargs: Any) -> EmailConfig:
-    return EmailConfig(**{"sender": "coal@example.net", "host": "127.0.0.1", "port": port,
-                          "timeout": 5.0, **kwargs})
+    return EmailConfig(
+        **{"sender": "coal@example.net", "host": "127.0.0.1", "port": port, "timeout": 5.0, **kwargs}
+    )
 
 
 def test_sends_a_batch_over_one_connection(sink: SMTPSink) -> None:
@@ -139,8 +161,9 @@ def test_sends_a_batch_over_one_connection(sink: SMTPSink) -> None:
     assert sink.connections == 2
 
 
-@pytest.mark.parametrize("reply, retryable", [("451 4.3.0 try again later", True),
-                                              ("554 5.6.0 no thanks", False)])
+@pytest.mark.parametrize(
+    "reply, retryable", [("451 4.3.0 try again later", True), ("554 5.6.0 no thanks", False)]
+)
 def test_refused_message(sink: SMTPSink, reply: str, retryable: bool) -> None:
     sink.fail_with = reply
     notifier = SMTPNotifier(smtp_config(sink.port))
@@ -183,7 +206,8 @@ def test_login_only_when_a_username_is_set() -> None:
         assert "530" in str(info.value)
         with pytest.raises(DeliveryError) as info:
             SMTPNotifier(smtp_config(server.port, username="u", password="wrong")).send(
-                build_message(notification(), "c@x.org", now=T0))
+                build_message(notification(), "c@x.org", now=T0)
+            )
         assert "535" in str(info.value) and not info.value.retryable
         notifier = SMTPNotifier(smtp_config(server.port, username="u", password="p"))
         notifier.send(build_message(notification(), "c@x.org", now=T0))
@@ -197,9 +221,28 @@ def certificate(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> ssl.SSLConte
     if shutil.which("openssl") is None:
         pytest.skip("openssl command not available")
     cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-                    "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
-                    "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+        ],
+        check=True,
+        capture_output=True,
+    )
     monkeypatch.setenv("SSL_CERT_FILE", str(cert))  # ssl.create_default_context() trusts it
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.load_cert_chain(cert, key)
@@ -224,13 +267,15 @@ def test_ssl(certificate: ssl.SSLContext) -> None:
         assert len(server.wait_for(1)) == 1
 
 
-def test_ssl_refuses_an_untrusted_certificate(certificate: ssl.SSLContext,
-                                              monkeypatch: pytest.MonkeyPatch) -> None:
+def test_ssl_refuses_an_untrusted_certificate(
+    certificate: ssl.SSLContext, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.delenv("SSL_CERT_FILE")
     with SMTPSink(ssl_context=certificate) as server:
         with pytest.raises(DeliveryError) as info:
             SMTPNotifier(smtp_config(server.port, security="ssl")).send(
-                build_message(notification(), "c@x.org", now=T0))
+                build_message(notification(), "c@x.org", now=T0)
+            )
         assert info.value.retryable and "CERTIFICATE" in str(info.value).upper()
         assert server.messages == []
 
@@ -263,10 +308,12 @@ def go_late(logic: BusinessLogic, clock: FakeClock, *names: str, period: float =
     return ids
 
 
-def sender_for(logic: BusinessLogic, clock: FakeClock, notifier: Notifier | None,
-               **kwargs: Any) -> OutboxSender:
-    return OutboxSender(logic.store, notifier, "coal@example.net", clock=clock,
-                        **{"retry_max_delay": 60, **kwargs})
+def sender_for(
+    logic: BusinessLogic, clock: FakeClock, notifier: Notifier | None, **kwargs: Any
+) -> OutboxSender:
+    return OutboxSender(
+        logic.store, notifier, "coal@example.net", clock=clock, **{"retry_max_delay": 60, **kwargs}
+    )
 
 
 def test_sends_and_removes(logic: BusinessLogic, clock: FakeClock, store: AbstractStore) -> None:
@@ -287,8 +334,9 @@ def test_batches_report_more(logic: BusinessLogic, clock: FakeClock) -> None:
     assert len(notifier.sent) == 5
 
 
-def test_failure_backs_off_and_keeps_order(logic: BusinessLogic, clock: FakeClock,
-                                           store: AbstractStore, caplog: pytest.LogCaptureFixture) -> None:
+def test_failure_backs_off_and_keeps_order(
+    logic: BusinessLogic, clock: FakeClock, store: AbstractStore, caplog: pytest.LogCaptureFixture
+) -> None:
     (cid,) = go_late(logic, clock, "A")
     notifier = FakeNotifier()
     notifier.fail = DeliveryError("connection refused", retryable=True)
@@ -305,7 +353,10 @@ def test_failure_backs_off_and_keeps_order(logic: BusinessLogic, clock: FakeCloc
     assert waits == [1, 2, 4, 8, 8]
     assert "delivery failed (attempt 5, temporary): connection refused" in caplog.text
     assert [(n.kind, n.attempts) for n in store.pending_notifications()] == [
-        ("late", 5), ("resumed", 0), ("late", 0)]
+        ("late", 5),
+        ("resumed", 0),
+        ("late", 0),
+    ]
     notifier.fail = None
     while sender.step() or store.pending_notifications():
         clock.advance(sender.seconds_until_next())
@@ -323,8 +374,9 @@ def test_server_failure_pauses_all_sending(logic: BusinessLogic, clock: FakeCloc
     assert [n.attempts for n in logic.store.pending_notifications()] == [1, 0, 0]
 
 
-def test_permanent_failure_is_kept_and_others_go_on(logic: BusinessLogic, clock: FakeClock,
-                                                    store: AbstractStore) -> None:
+def test_permanent_failure_is_kept_and_others_go_on(
+    logic: BusinessLogic, clock: FakeClock, store: AbstractStore
+) -> None:
     a, b = go_late(logic, clock, "A", "B")
 
     class RefusesA(FakeNotifier):
@@ -350,8 +402,9 @@ def test_delayed_note_after_the_configured_age(logic: BusinessLogic, clock: Fake
     assert "this message is delayed" in notifier.sent[0].get_content()
 
 
-def test_no_sender_keeps_everything_pending(logic: BusinessLogic, clock: FakeClock, store: AbstractStore,
-                                            caplog: pytest.LogCaptureFixture) -> None:
+def test_no_sender_keeps_everything_pending(
+    logic: BusinessLogic, clock: FakeClock, store: AbstractStore, caplog: pytest.LogCaptureFixture
+) -> None:
     go_late(logic, clock, "A", "B")
     notifier = FakeNotifier()
     sender = OutboxSender(store, notifier, None, clock=clock)
@@ -386,8 +439,9 @@ def test_a_dead_senders_lease_expires(logic: BusinessLogic, clock: FakeClock, st
     assert len(notifier.sent) == 1
 
 
-def test_odd_payload_is_retried_not_dropped(logic: BusinessLogic, clock: FakeClock,
-                                            store: AbstractStore) -> None:
+def test_odd_payload_is_retried_not_dropped(
+    logic: BusinessLogic, clock: FakeClock, store: AbstractStore
+) -> None:
     (cid,) = go_late(logic, clock, "A")
     real_build = build_message
     notifier = FakeNotifier()
@@ -411,8 +465,9 @@ def test_odd_payload_is_retried_not_dropped(logic: BusinessLogic, clock: FakeClo
 
 def test_no_addresses_nothing_to_send(logic: BusinessLogic, clock: FakeClock, store: AbstractStore) -> None:
     cid = logic.create("A", 10).id
-    store.update(cid, {}, notifications=[
-        NewNotification("late", clock.now(), {"id": cid, "name": "A", "emails": []})])
+    store.update(
+        cid, {}, notifications=[NewNotification("late", clock.now(), {"id": cid, "name": "A", "emails": []})]
+    )
     notifier = FakeNotifier()
     sender_for(logic, clock, notifier).step()
     assert notifier.sent == [] and store.pending_notifications() == []

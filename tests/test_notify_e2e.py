@@ -19,8 +19,10 @@ PERIOD = 0.3
 
 
 def ini(smtp_port: int, db: Path | None = None) -> str:
-    text = (f"[email]\nsender = coal@example.net\nhost = 127.0.0.1\nport = {smtp_port}\ntimeout = 5\n"
-            "[watcher]\nrescan_interval = 0.2\nretry_max_delay = 0.4\n")
+    text = (
+        f"[email]\nsender = coal@example.net\nhost = 127.0.0.1\nport = {smtp_port}\ntimeout = 5\n"
+        "[watcher]\nrescan_interval = 0.2\nretry_max_delay = 0.4\n"
+    )
     if db is not None:
         text = f"[sqlite]\npath = {db}\n" + text
     return text
@@ -32,8 +34,12 @@ def sink() -> Iterator[SMTPSink]:
         yield server
 
 
-def create(server: ServerProcess, name: str, periodicity: float = PERIOD,
-           emails: tuple[str, ...] = ("ops@example.com",)) -> dict[str, Any]:
+def create(
+    server: ServerProcess,
+    name: str,
+    periodicity: float = PERIOD,
+    emails: tuple[str, ...] = ("ops@example.com",),
+) -> dict[str, Any]:
     status, body = server.call("create", name=name, periodicity=periodicity, email=list(emails))
     assert status == 200, body
     return body["canary"]
@@ -119,8 +125,10 @@ def test_killed_while_pending_then_restarted(tmp_path: Path) -> None:
 def test_two_background_processes_send_each_event_once(tmp_path: Path, sink: SMTPSink) -> None:
     db = tmp_path / "shared.sqlite3"
     web = ServerProcess(tmp_path / "web", ini_extra=ini(sink.port, db), args=("--web",))
-    workers = [ServerProcess(tmp_path / f"bg{i}", ini_extra=ini(sink.port, db), args=("--background",))
-               for i in range(2)]
+    workers = [
+        ServerProcess(tmp_path / f"bg{i}", ini_extra=ini(sink.port, db), args=("--background",))
+        for i in range(2)
+    ]
     with web:
         for worker in workers:
             worker.start()

@@ -58,8 +58,12 @@ def test_documents_exactly_the_parameters_each_command_accepts(command: str) -> 
 
 def test_short_trigger_path() -> None:
     params = [resolve(p) for p in operation("/{id}")["parameters"]]
-    assert {(p["name"], p["in"]) for p in params} == {("id", "path"), ("comment", "query"), ("m", "query"),
-                                                      ("auth_key", "query")}
+    assert {(p["name"], p["in"]) for p in params} == {
+        ("id", "path"),
+        ("comment", "query"),
+        ("m", "query"),
+        ("auth_key", "query"),
+    }
 
 
 @pytest.mark.parametrize("path", sorted(SPEC["paths"]))
@@ -74,8 +78,11 @@ def test_every_operation_documents_success_and_every_error(path: str) -> None:
 def test_documented_limits_are_the_enforced_ones() -> None:
     params = resolve({"$ref": "#/components/parameters/name_new"})
     assert params["schema"]["maxLength"] == limits.MAX_NAME_LENGTH
-    by_name = {**query_parameters(URL_PREFIX + "create"), **query_parameters(URL_PREFIX + "trigger"),
-               **query_parameters(URL_PREFIX + "list")}
+    by_name = {
+        **query_parameters(URL_PREFIX + "create"),
+        **query_parameters(URL_PREFIX + "trigger"),
+        **query_parameters(URL_PREFIX + "list"),
+    }
     assert by_name["description"]["schema"]["maxLength"] == limits.MAX_DESCRIPTION_LENGTH
     assert by_name["comment"]["schema"]["maxLength"] == limits.MAX_COMMENT_LENGTH
     assert by_name["m"]["schema"]["maxLength"] == limits.MAX_COMMENT_LENGTH
@@ -97,12 +104,30 @@ def test_schemathesis_fuzz_run_finds_no_server_error(tmp_path: Path) -> None:
         pytest.fail("schemathesis is not installed (pip install -r requirements_dev.txt)")
     with ServerProcess(tmp_path / "server") as server:
         result = subprocess.run(
-            [st, "run", str(REPO / "openapi.yaml"), "--url", server.base_url,
-             "--max-time", str(FUZZ_SECONDS), "--seed", "7", "--no-color", "--generation-database", "none",
-             "--checks", "not_a_server_error,status_code_conformance,content_type_conformance,"
-                         "response_schema_conformance",
-             "--report-dir", str(tmp_path / "report")],
-            capture_output=True, text=True, timeout=FUZZ_SECONDS + 120, cwd=tmp_path)
+            [
+                st,
+                "run",
+                str(REPO / "openapi.yaml"),
+                "--url",
+                server.base_url,
+                "--max-time",
+                str(FUZZ_SECONDS),
+                "--seed",
+                "7",
+                "--no-color",
+                "--generation-database",
+                "none",
+                "--checks",
+                "not_a_server_error,status_code_conformance,content_type_conformance,"
+                "response_schema_conformance",
+                "--report-dir",
+                str(tmp_path / "report"),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=FUZZ_SECONDS + 120,
+            cwd=tmp_path,
+        )
         log = server.log()
     assert result.returncode == 0, result.stdout[-5000:] + result.stderr[-2000:]
     assert " passed" in result.stdout and "failed" not in result.stdout.split("SUMMARY")[-1]

@@ -62,8 +62,12 @@ def test_every_cli_option_is_documented() -> None:
 
 @pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")
 def test_curl_examples_and_watchdog_line(tmp_path: Path) -> None:
-    examples = [line[2:] for block in shell_blocks("console") for line in block.splitlines()
-                if line.startswith("$ curl")]
+    examples = [
+        line[2:]
+        for block in shell_blocks("console")
+        for line in block.splitlines()
+        if line.startswith("$ curl")
+    ]
     assert len(examples) >= 4
     with ServerProcess(tmp_path / "readme") as server:
         canary_id = None
@@ -71,24 +75,34 @@ def test_curl_examples_and_watchdog_line(tmp_path: Path) -> None:
             command = example.replace(EXAMPLE_BASE, server.base_url)
             if canary_id:
                 command = command.replace("fbkvlsby", canary_id)
-            result = subprocess.run(["bash", "-c", command + " -s"], capture_output=True, text=True,
-                                    timeout=30)
+            result = subprocess.run(
+                ["bash", "-c", command + " -s"], capture_output=True, text=True, timeout=30
+            )
             body = json.loads(result.stdout)
             assert body["status"] == "ok", (example, body)
             if "canary" in body and canary_id is None:
                 canary_id = body["canary"]["id"]
-                shown = json.loads(re.search(r"\$ curl [^\n]*create[^\n]*\n(\{.*?\n\})", README,
-                                             flags=re.S).group(1))
+                shown = json.loads(
+                    re.search(r"\$ curl [^\n]*create[^\n]*\n(\{.*?\n\})", README, flags=re.S).group(1)
+                )
                 assert set(shown["canary"]) == set(body["canary"])
         history = server.call("get", id=canary_id)[1]["canary"]["history"]
-        assert [c for _, c in history] == ["Triggered (long form trigger url)",
-                                           "Triggered (short form trigger url)", "Canary created"]
+        assert [c for _, c in history] == [
+            "Triggered (long form trigger url)",
+            "Triggered (short form trigger url)",
+            "Canary created",
+        ]
 
         cron = next(line for line in README.splitlines() if "grep -q -s" in line)
         command = " ".join(cron.split()[5:]).replace("http://coal-mine.example.com", server.base_url)
-        ok = subprocess.run(["bash", "-c", command.replace("atvywzoa", canary_id)],
-                            capture_output=True, text=True, timeout=30)
+        ok = subprocess.run(
+            ["bash", "-c", command.replace("atvywzoa", canary_id)], capture_output=True, text=True, timeout=30
+        )
         assert ok.returncode == 0 and ok.stdout == ""
-        failing = subprocess.run(["bash", "-c", command.replace("atvywzoa", "zzzzzzzz")],
-                                 capture_output=True, text=True, timeout=30)
+        failing = subprocess.run(
+            ["bash", "-c", command.replace("atvywzoa", "zzzzzzzz")],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
         assert failing.stdout.strip() == "Failed to trigger canary."

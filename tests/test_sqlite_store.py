@@ -28,10 +28,15 @@ def version_1_database(path: Path, entries: int) -> None:
     for statement in _MIGRATIONS[0].split(";"):
         if statement.strip():
             conn.execute(statement)
-    conn.execute("INSERT INTO canaries (id, name, slug, periodicity, deadline, history_count) "
-                 "VALUES ('aaaaaaaa', 'Old', 'old', 60.0, ?, ?)", (micros(T0), entries))
-    conn.executemany("INSERT INTO history (canary_seq, ts, comment) VALUES (1, ?, ?)",
-                     [(micros(T0 - timedelta(days=10, seconds=i)), f"e{i}") for i in range(entries)])
+    conn.execute(
+        "INSERT INTO canaries (id, name, slug, periodicity, deadline, history_count) "
+        "VALUES ('aaaaaaaa', 'Old', 'old', 60.0, ?, ?)",
+        (micros(T0), entries),
+    )
+    conn.executemany(
+        "INSERT INTO history (canary_seq, ts, comment) VALUES (1, ?, ?)",
+        [(micros(T0 - timedelta(days=10, seconds=i)), f"e{i}") for i in range(entries)],
+    )
     conn.execute("PRAGMA user_version = 1")
     conn.commit()
     conn.close()
@@ -77,8 +82,12 @@ def test_locked_database_is_a_503_and_changes_nothing(tmp_path: Path) -> None:
     holder = sqlite3.connect(path, isolation_level=None)
     holder.execute("BEGIN IMMEDIATE")  # as another process mid-write would
     statuses = []
-    body = b"".join(Api(logic)({"PATH_INFO": f"/{canary.id}", "QUERY_STRING": "comment=x"},
-                               lambda status, headers: statuses.append(status)))
+    body = b"".join(
+        Api(logic)(
+            {"PATH_INFO": f"/{canary.id}", "QUERY_STRING": "comment=x"},
+            lambda status, headers: statuses.append(status),
+        )
+    )
     holder.execute("ROLLBACK")
     holder.close()
     assert statuses == ["503 Service Unavailable"]

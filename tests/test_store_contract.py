@@ -14,9 +14,16 @@ T0 = datetime(2026, 3, 2, 12, 0, 0, 123000, tzinfo=UTC)
 
 def make(cid: str = "aaaaaaaa", name: str = "Job", **fields) -> Canary:
     base = dict(
-        id=cid, name=name, slug=name.lower().replace(" ", "-"), periodicity=60.0,
-        description="", emails=[], paused=False, late=False,
-        deadline=T0 + timedelta(seconds=60), history=[(T0, "Canary created")],
+        id=cid,
+        name=name,
+        slug=name.lower().replace(" ", "-"),
+        periodicity=60.0,
+        description="",
+        emails=[],
+        paused=False,
+        late=False,
+        deadline=T0 + timedelta(seconds=60),
+        history=[(T0, "Canary created")],
     )
     base.update(fields)
     return Canary(**base)
@@ -27,8 +34,13 @@ def note(kind: str = "late", at: datetime = T0, **payload) -> NewNotification:
 
 
 def test_create_and_get_round_trip(store: AbstractStore) -> None:
-    canary = make(name="Ünïcode ✓ job", slug="ünïcode-job", description="d\nx", emails=["a@x", "b@y"],
-                  history=[(T0 + timedelta(seconds=1), "Triggered (é)"), (T0, "Canary created")])
+    canary = make(
+        name="Ünïcode ✓ job",
+        slug="ünïcode-job",
+        description="d\nx",
+        emails=["a@x", "b@y"],
+        history=[(T0 + timedelta(seconds=1), "Triggered (é)"), (T0, "Canary created")],
+    )
     store.create(canary)
     assert store.get("aaaaaaaa") == canary
     without = store.get("aaaaaaaa", history=False)
@@ -49,8 +61,9 @@ def test_paused_canary_has_no_deadline(store: AbstractStore) -> None:
     assert canary.paused and canary.deadline is None
 
 
-@pytest.mark.parametrize("clash, field", [({"id": "aaaaaaaa", "slug": "other"}, "id"),
-                                          ({"id": "bbbbbbbb", "slug": "job"}, "slug")])
+@pytest.mark.parametrize(
+    "clash, field", [({"id": "aaaaaaaa", "slug": "other"}, "id"), ({"id": "bbbbbbbb", "slug": "job"}, "slug")]
+)
 def test_create_refuses_duplicates(store: AbstractStore, clash, field) -> None:
     store.create(make())
     with pytest.raises(AlreadyExistsError) as info:
@@ -73,12 +86,27 @@ def test_id_for_slug(store: AbstractStore) -> None:
 
 def test_update_applies_changes(store: AbstractStore) -> None:
     store.create(make())
-    assert store.update("aaaaaaaa", {"name": "New", "slug": "new", "emails": ["x@y"],
-                                     "description": "dd", "periodicity": "* * * * * 5",
-                                     "paused": True, "deadline": None, "late": True})
+    assert store.update(
+        "aaaaaaaa",
+        {
+            "name": "New",
+            "slug": "new",
+            "emails": ["x@y"],
+            "description": "dd",
+            "periodicity": "* * * * * 5",
+            "paused": True,
+            "deadline": None,
+            "late": True,
+        },
+    )
     canary = store.get("aaaaaaaa")
     assert (canary.name, canary.slug, canary.emails, canary.description, canary.periodicity) == (
-        "New", "new", ["x@y"], "dd", "* * * * * 5")
+        "New",
+        "new",
+        ["x@y"],
+        "dd",
+        "* * * * * 5",
+    )
     assert canary.paused and canary.late and canary.deadline is None
     assert store.id_for_slug("new") == "aaaaaaaa" and store.id_for_slug("job") is None
 
@@ -86,14 +114,20 @@ def test_update_applies_changes(store: AbstractStore) -> None:
 def test_update_is_conditional(store: AbstractStore) -> None:
     store.create(make())
     deadline = T0 + timedelta(seconds=60)
-    assert not store.update("aaaaaaaa", {"late": True}, expect={"deadline": deadline + timedelta(1)},
-                            history=(T0, "nope"), notifications=[note()])
+    assert not store.update(
+        "aaaaaaaa",
+        {"late": True},
+        expect={"deadline": deadline + timedelta(1)},
+        history=(T0, "nope"),
+        notifications=[note()],
+    )
     assert not store.update("aaaaaaaa", {"late": True}, expect={"paused": True})
     canary = store.get("aaaaaaaa")
     assert not canary.late and len(canary.history) == 1
     assert store.pending_notifications() == []
-    assert store.update("aaaaaaaa", {"late": True},
-                        expect={"deadline": deadline, "late": False, "paused": False})
+    assert store.update(
+        "aaaaaaaa", {"late": True}, expect={"deadline": deadline, "late": False, "paused": False}
+    )
     assert store.get("aaaaaaaa").late
 
 
@@ -118,16 +152,24 @@ def test_history_is_newest_first(store: AbstractStore) -> None:
         store.update("aaaaaaaa", {}, history=(T0 + timedelta(seconds=i), f"Triggered ({i})"))
     store.update("aaaaaaaa", {}, history=(T0 + timedelta(seconds=3), "same time, later"))
     comments = [c for _, c in store.get("aaaaaaaa").history]
-    assert comments == ["same time, later", "Triggered (3)", "Triggered (2)", "Triggered (1)",
-                        "Canary created"]
+    assert comments == [
+        "same time, later",
+        "Triggered (3)",
+        "Triggered (2)",
+        "Triggered (1)",
+        "Canary created",
+    ]
 
 
-@pytest.mark.parametrize("existing_age_days, entries, expected", [
-    (0, 1005, 1000),   # more than max_entries: cut to the max
-    (8, 150, 100),     # old entries go while more than min_entries remain
-    (8, 90, 91),       # at or under min_entries nothing old is dropped
-    (3, 150, 151),     # recent entries are all kept under the max
-])
+@pytest.mark.parametrize(
+    "existing_age_days, entries, expected",
+    [
+        (0, 1005, 1000),  # more than max_entries: cut to the max
+        (8, 150, 100),  # old entries go while more than min_entries remain
+        (8, 90, 91),  # at or under min_entries nothing old is dropped
+        (3, 150, 151),  # recent entries are all kept under the max
+    ],
+)
 def test_history_pruning(store: AbstractStore, existing_age_days, entries, expected) -> None:
     start = T0 - timedelta(days=existing_age_days, seconds=entries)
     history = [(start + timedelta(seconds=i), f"e{i}") for i in range(entries)][::-1]
@@ -152,8 +194,12 @@ def test_delete_removes_canary_and_history(store: AbstractStore) -> None:
 
 
 def test_iter_canaries_filters_and_order(store: AbstractStore) -> None:
-    flags = {"aaaaaaaa": (False, False), "bbbbbbbb": (True, False), "cccccccc": (False, True),
-             "dddddddd": (True, True)}
+    flags = {
+        "aaaaaaaa": (False, False),
+        "bbbbbbbb": (True, False),
+        "cccccccc": (False, True),
+        "dddddddd": (True, True),
+    }
     for i, (cid, (paused, late)) in enumerate(flags.items()):
         store.create(make(cid, f"Job {i}", paused=paused, late=late, deadline=None if paused else T0))
     ids = lambda **kw: [c.id for c in store.iter_canaries(**kw)]  # noqa: E731
@@ -184,8 +230,7 @@ def test_deadline_queries(store: AbstractStore) -> None:
     assert store.earliest_deadline() == T0 + timedelta(seconds=10)
     due = store.due_canaries(T0 + timedelta(seconds=30), limit=10)
     assert [c.id for c in due] == ["bbbbbbbb", "eeeeeeee"]  # strictly before now; not late/paused
-    assert [c.id for c in store.due_canaries(T0 + timedelta(seconds=31), limit=2)] == [
-        "bbbbbbbb", "eeeeeeee"]
+    assert [c.id for c in store.due_canaries(T0 + timedelta(seconds=31), limit=2)] == ["bbbbbbbb", "eeeeeeee"]
     assert all(c.history is None for c in due)
 
 
@@ -203,15 +248,17 @@ def with_notes(store: AbstractStore, *kinds_by_canary: tuple[str, list[str]]) ->
     for i, (cid, kinds) in enumerate(kinds_by_canary):
         store.create(make(cid, f"Job {cid}"))
         for j, kind in enumerate(kinds):
-            store.update(cid, {"late": kind == "late"},
-                         notifications=[note(kind, T0 + timedelta(seconds=i + j), seq=j)])
+            store.update(
+                cid,
+                {"late": kind == "late"},
+                notifications=[note(kind, T0 + timedelta(seconds=i + j), seq=j)],
+            )
 
 
 def test_notification_recorded_with_state_change(store: AbstractStore) -> None:
     with_notes(store, ("aaaaaaaa", ["late"]))
     (pending,) = store.pending_notifications()
-    assert (pending.canary_id, pending.kind, pending.created, pending.attempts) == (
-        "aaaaaaaa", "late", T0, 0)
+    assert (pending.canary_id, pending.kind, pending.created, pending.attempts) == ("aaaaaaaa", "late", T0, 0)
     assert pending.payload == {"name": "Job", "seq": 0}
     assert store.get("aaaaaaaa").late
 

@@ -40,37 +40,61 @@ def make_pki(directory: Path) -> tuple[Path, Path, Path]:
     now = datetime.datetime.now(datetime.UTC)
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca_cert = (
-        x509.CertificateBuilder().subject_name(_name("Test CA")).issuer_name(_name("Test CA"))
-        .public_key(ca_key.public_key()).serial_number(x509.random_serial_number())
+        x509.CertificateBuilder()
+        .subject_name(_name("Test CA"))
+        .issuer_name(_name("Test CA"))
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
         .not_valid_before(now - datetime.timedelta(minutes=5))
         .not_valid_after(now + datetime.timedelta(days=1))
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True,
-                                     content_commitment=False, key_encipherment=False,
-                                     data_encipherment=False, key_agreement=False,
-                                     encipher_only=False, decipher_only=False), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                key_cert_sign=True,
+                crl_sign=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
         .sign(ca_key, hashes.SHA256())
     )
     key = ec.generate_private_key(ec.SECP256R1())
     cert = (
-        x509.CertificateBuilder().subject_name(_name("localhost")).issuer_name(ca_cert.subject)
-        .public_key(key.public_key()).serial_number(x509.random_serial_number())
+        x509.CertificateBuilder()
+        .subject_name(_name("localhost"))
+        .issuer_name(ca_cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
         .not_valid_before(now - datetime.timedelta(minutes=5))
         .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName([
-            x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+            ),
+            critical=False,
+        )
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
-                       critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False
+        )
         .sign(ca_key, hashes.SHA256())
     )
     paths = directory / "ca.pem", directory / "server.pem", directory / "server.key"
     paths[0].write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
     paths[1].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    paths[2].write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
+    paths[2].write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
     return paths
 
 
@@ -83,8 +107,9 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
 def https_server(tmp_path: Path, pki: tuple[Path, Path, Path]) -> Iterator[ServerProcess]:
     _, cert, key = pki
     process = ServerProcess(tmp_path / "server", auth_key="tls-key-123456")
-    process.ini.write_text(process.ini.read_text().replace(
-        "[wsgi]\n", f"[wsgi]\ncertfile = {cert}\nkeyfile = {key}\n", 1))
+    process.ini.write_text(
+        process.ini.read_text().replace("[wsgi]\n", f"[wsgi]\ncertfile = {cert}\nkeyfile = {key}\n", 1)
+    )
     with process:
         yield process
 
@@ -104,19 +129,28 @@ def https_get(url: str, context: ssl.SSLContext) -> tuple[int, dict]:
 def cmcli(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
     env.update(HOME=str(home), PYTHONPATH=str(REPO))
-    return subprocess.run([sys.executable, "-m", "coal_mine.cli", *args], capture_output=True,
-                          text=True, env=env, cwd=REPO, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "coal_mine.cli", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=REPO,
+        timeout=60,
+    )
 
 
-def test_server_speaks_https_with_the_configured_certificate(https_server: ServerProcess,
-                                                             pki: tuple[Path, Path, Path]) -> None:
+def test_server_speaks_https_with_the_configured_certificate(
+    https_server: ServerProcess, pki: tuple[Path, Path, Path]
+) -> None:
     ca = pki[0]
     base = f"https://localhost:{https_server.port}/coal-mine/v1/canary"
-    status, body = https_get(f"{base}/create?name=tls&periodicity=60&auth_key=tls-key-123456",
-                             client_context(ca))
+    status, body = https_get(
+        f"{base}/create?name=tls&periodicity=60&auth_key=tls-key-123456", client_context(ca)
+    )
     assert status == 200 and body["canary"]["name"] == "tls"
-    status, body = https_get(f"https://127.0.0.1:{https_server.port}/{body['canary']['id']}",
-                             client_context(ca))
+    status, body = https_get(
+        f"https://127.0.0.1:{https_server.port}/{body['canary']['id']}", client_context(ca)
+    )
     assert status == 200 and body["status"] == "ok"
     status, body = https_get(f"{base}/list", client_context(ca))
     assert status == 401
@@ -127,24 +161,28 @@ def test_server_speaks_https_with_the_configured_certificate(https_server: Serve
 
 
 def test_plain_http_to_the_https_port_gets_nothing_and_harms_nothing(
-        https_server: ServerProcess, pki: tuple[Path, Path, Path]) -> None:
+    https_server: ServerProcess, pki: tuple[Path, Path, Path]
+) -> None:
     status, _ = raw_request(https_server.port, b"GET /coal-mine/v1/canary/list HTTP/1.0\r\n\r\n")
     assert status == 0
-    status, _ = https_get(f"https://localhost:{https_server.port}/coal-mine/v1/canary/list"
-                          "?auth_key=tls-key-123456", client_context(pki[0]))
+    status, _ = https_get(
+        f"https://localhost:{https_server.port}/coal-mine/v1/canary/list?auth_key=tls-key-123456",
+        client_context(pki[0]),
+    )
     assert status == 200
 
 
-def test_cmcli_verifies_the_certificate_and_takes_cacert(https_server: ServerProcess,
-                                                         pki: tuple[Path, Path, Path],
-                                                         tmp_path: Path) -> None:
+def test_cmcli_verifies_the_certificate_and_takes_cacert(
+    https_server: ServerProcess, pki: tuple[Path, Path, Path], tmp_path: Path
+) -> None:
     home = tmp_path / "home"
     home.mkdir()
     connection = ["--host", f"https://localhost:{https_server.port}", "--auth-key", "tls-key-123456"]
     refused = cmcli(home, *connection, "create", "--name", "cli", "--periodicity", "60")
     assert refused.returncode != 0 and "certificate" in refused.stderr.lower()
-    done = cmcli(home, *connection, "--cacert", str(pki[0]), "--json", "create", "--name", "cli",
-                 "--periodicity", "60")
+    done = cmcli(
+        home, *connection, "--cacert", str(pki[0]), "--json", "create", "--name", "cli", "--periodicity", "60"
+    )
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["canary"]["name"] == "cli"
     listed = cmcli(home, *connection, "--cacert", str(pki[0]), "--json", "list")
@@ -166,16 +204,20 @@ def https_triggers(server: InProcessServer, canary_id: str, ca: Path, count: int
     """Seconds each of `count` HTTPS triggers took, each on a fresh connection and handshake."""
     latencies = []
     for _ in range(count):
-        seconds, (status, body) = timed(raw_request, server.port,
-                                        f"GET /{canary_id} HTTP/1.0\r\n\r\n".encode(),
-                                        context=client_context(ca))
+        seconds, (status, body) = timed(
+            raw_request,
+            server.port,
+            f"GET /{canary_id} HTTP/1.0\r\n\r\n".encode(),
+            context=client_context(ca),
+        )
         assert status == 200 and json.loads(body)["status"] == "ok"
         latencies.append(seconds)
     return latencies
 
 
-def test_stalled_handshakes_hold_no_worker_and_are_cut_off(tls_context: ssl.SSLContext,
-                                                          pki: tuple[Path, Path, Path]) -> None:
+def test_stalled_handshakes_hold_no_worker_and_are_cut_off(
+    tls_context: ssl.SSLContext, pki: tuple[Path, Path, Path]
+) -> None:
     with InProcessServer(ssl_context=tls_context, workers=2, request_timeout=HEAD_TIMEOUT) as server:
         canary_id = server.logic.create("job", 3600).id
         baseline = https_triggers(server, canary_id, pki[0], 10)
@@ -199,14 +241,13 @@ def test_stalled_handshakes_hold_no_worker_and_are_cut_off(tls_context: ssl.SSLC
 
 
 def test_plain_http_to_the_https_port_is_closed_at_once_and_logged(
-        tls_context: ssl.SSLContext, pki: tuple[Path, Path, Path],
-        caplog: pytest.LogCaptureFixture) -> None:
+    tls_context: ssl.SSLContext, pki: tuple[Path, Path, Path], caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.INFO, logger="coal_mine.access")
     timeout = 10.0
     with InProcessServer(ssl_context=tls_context, workers=2, request_timeout=timeout) as server:
         canary_id = server.logic.create("job", 3600).id
-        plain = [socket.create_connection(("127.0.0.1", server.port), timeout=timeout + 5)
-                 for _ in range(8)]
+        plain = [socket.create_connection(("127.0.0.1", server.port), timeout=timeout + 5) for _ in range(8)]
         try:
             for sock in plain:
                 sock.sendall(f"GET /{canary_id} HTTP/1.0\r\n\r\n".encode())
@@ -226,42 +267,57 @@ def test_plain_http_to_the_https_port_is_closed_at_once_and_logged(
     assert len(server.logic.get(canary_id).history) == 3 + 1  # the HTTPS triggers and the creation
 
 
-def test_https_head_arriving_in_pieces_is_served(tls_context: ssl.SSLContext,
-                                                 pki: tuple[Path, Path, Path]) -> None:
+def test_https_head_arriving_in_pieces_is_served(
+    tls_context: ssl.SSLContext, pki: tuple[Path, Path, Path]
+) -> None:
     with InProcessServer(ssl_context=tls_context, workers=1, request_timeout=HEAD_TIMEOUT) as server:
         canary_id = server.logic.create("job", 3600).id
-        with socket.create_connection(("127.0.0.1", server.port), timeout=10) as plain, \
-                client_context(pki[0]).wrap_socket(plain, server_hostname="localhost") as sock:
-            for piece in (b"GET /", canary_id.encode(), b"?comment=slow HTTP/1.0\r\n", b"Host: x\r\n",
-                          b"\r\n"):
+        with (
+            socket.create_connection(("127.0.0.1", server.port), timeout=10) as plain,
+            client_context(pki[0]).wrap_socket(plain, server_hostname="localhost") as sock,
+        ):
+            for piece in (
+                b"GET /",
+                canary_id.encode(),
+                b"?comment=slow HTTP/1.0\r\n",
+                b"Host: x\r\n",
+                b"\r\n",
+            ):
                 sock.sendall(piece)  # one TLS record each
                 time.sleep(0.05)
             status, body = parse_response(read_all(sock))
         assert status == 200 and json.loads(body)["status"] == "ok"
         # A large head, many TLS records at once, just under the limit.
         filler = "".join(f"X-Filler-{i}: {'v' * 1000}\r\n" for i in range(MAX_REQUEST_HEAD // 1100))
-        status, body = raw_request(server.port, f"GET /{canary_id}?comment=big HTTP/1.0\r\n{filler}\r\n"
-                                   .encode(), context=client_context(pki[0]))
+        status, body = raw_request(
+            server.port,
+            f"GET /{canary_id}?comment=big HTTP/1.0\r\n{filler}\r\n".encode(),
+            context=client_context(pki[0]),
+        )
         assert status == 200 and json.loads(body)["status"] == "ok"
         assert [entry[1] for entry in server.logic.get(canary_id).history[:2]] == [
-            "Triggered (big)", "Triggered (slow)"]
+            "Triggered (big)",
+            "Triggered (slow)",
+        ]
 
 
-def test_https_request_limits_are_json_414_and_431(tls_context: ssl.SSLContext,
-                                                   pki: tuple[Path, Path, Path]) -> None:
+def test_https_request_limits_are_json_414_and_431(
+    tls_context: ssl.SSLContext, pki: tuple[Path, Path, Path]
+) -> None:
     context = client_context(pki[0])
     with InProcessServer(ssl_context=tls_context, workers=1, request_timeout=HEAD_TIMEOUT) as server:
-        status, body = raw_request(server.port, b"GET /" + b"x" * (MAX_REQUEST_LINE + 10),
-                                   context=context)
+        status, body = raw_request(server.port, b"GET /" + b"x" * (MAX_REQUEST_LINE + 10), context=context)
         assert status == 414 and str(MAX_REQUEST_LINE) in json.loads(body)["error"]
         headers = "".join(f"X-Filler-{i}: {'v' * 1000}\r\n" for i in range(MAX_REQUEST_HEAD // 1000 + 1))
-        status, body = raw_request(server.port, f"GET /coal-mine/v1/canary/list HTTP/1.0\r\n{headers}"
-                                   .encode(), context=context)  # no blank line: the limit ends it
+        status, body = raw_request(
+            server.port, f"GET /coal-mine/v1/canary/list HTTP/1.0\r\n{headers}".encode(), context=context
+        )  # no blank line: the limit ends it
         assert status == 431 and str(MAX_REQUEST_HEAD) in json.loads(body)["error"]
 
 
-def test_https_connections_past_max_pending_push_out_the_oldest(tls_context: ssl.SSLContext,
-                                                                pki: tuple[Path, Path, Path]) -> None:
+def test_https_connections_past_max_pending_push_out_the_oldest(
+    tls_context: ssl.SSLContext, pki: tuple[Path, Path, Path]
+) -> None:
     context = client_context(pki[0])
 
     def stalled_handshake() -> socket.socket:
@@ -301,17 +357,25 @@ def test_server_context_is_modern(pki: tuple[Path, Path, Path]) -> None:
     assert make_ssl_context(WsgiConfig()) is None
 
 
-def test_unusable_certificate_stops_the_server_with_a_message(tmp_path: Path,
-                                                              pki: tuple[Path, Path, Path]) -> None:
+def test_unusable_certificate_stops_the_server_with_a_message(
+    tmp_path: Path, pki: tuple[Path, Path, Path]
+) -> None:
     bogus = tmp_path / "bogus.pem"
     bogus.write_text("not a certificate\n")
     process = ServerProcess(tmp_path / "server")
-    process.ini.write_text(process.ini.read_text().replace(
-        "[wsgi]\n", f"[wsgi]\ncertfile = {bogus}\nkeyfile = {pki[2]}\n", 1))
+    process.ini.write_text(
+        process.ini.read_text().replace("[wsgi]\n", f"[wsgi]\ncertfile = {bogus}\nkeyfile = {pki[2]}\n", 1)
+    )
     env = dict(os.environ, PYTHONPATH=str(REPO))
     env.pop("MONGODB_URI", None)
     start = time.monotonic()
-    result = subprocess.run([sys.executable, "-m", "coal_mine.server", "--web", "--config", str(process.ini)],
-                            capture_output=True, text=True, env=env, cwd=process.workdir, timeout=30)
+    result = subprocess.run(
+        [sys.executable, "-m", "coal_mine.server", "--web", "--config", str(process.ini)],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=process.workdir,
+        timeout=30,
+    )
     assert result.returncode == 2 and time.monotonic() - start < 30
     assert "certfile" in result.stderr and "Traceback" not in result.stderr

@@ -23,8 +23,9 @@ def kinds(store: AbstractStore) -> list[tuple[str, str]]:
     return [(n.canary_id, n.kind) for n in store.pending_notifications()]
 
 
-def test_marks_late_only_after_the_deadline(logic: BusinessLogic, clock: FakeClock,
-                                            store: AbstractStore) -> None:
+def test_marks_late_only_after_the_deadline(
+    logic: BusinessLogic, clock: FakeClock, store: AbstractStore
+) -> None:
     cid = logic.create("Job", 60, emails=["ops@example.com"]).id
     watcher = Watcher(logic, rescan_interval=10)
     clock.advance(60)
@@ -62,8 +63,9 @@ def test_works_in_batches(logic: BusinessLogic, clock: FakeClock, store: Abstrac
     assert all(c.late for c in store.iter_canaries())
 
 
-def test_trigger_between_read_and_mark_wins(logic: BusinessLogic, clock: FakeClock,
-                                            store: AbstractStore) -> None:
+def test_trigger_between_read_and_mark_wins(
+    logic: BusinessLogic, clock: FakeClock, store: AbstractStore
+) -> None:
     cid = logic.create("Job", 60, emails=["a@b"]).id
     clock.advance(61)
     real = store.due_canaries
@@ -90,8 +92,9 @@ class Flaky(BusinessLogic):
         return super().mark_late(canary)
 
 
-def test_one_bad_canary_does_not_stop_the_others(store: AbstractStore, clock: FakeClock,
-                                                 caplog: pytest.LogCaptureFixture) -> None:
+def test_one_bad_canary_does_not_stop_the_others(
+    store: AbstractStore, clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
     logic = Flaky(store, clock)
     bad = logic.create("Bad", 10, emails=["a@b"]).id
     good = logic.create("Good", 20, emails=["a@b"]).id
@@ -152,8 +155,9 @@ def test_many_bad_canaries_do_not_hide_a_good_one(store: AbstractStore, clock: F
     assert logic.get(good).late
 
 
-def test_corrupt_sqlite_row_is_logged_and_others_go_late(tmp_path: Path, clock: FakeClock,
-                                                         caplog: pytest.LogCaptureFixture) -> None:
+def test_corrupt_sqlite_row_is_logged_and_others_go_late(
+    tmp_path: Path, clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
     path = tmp_path / "db.sqlite3"
     store = SQLiteStore(str(path))
     logic = BusinessLogic(store, clock)
@@ -215,8 +219,9 @@ def test_thread_sees_other_processes_writes_by_rescanning(tmp_path: Path) -> Non
         theirs.close()
 
 
-def test_thread_survives_store_errors(logic: BusinessLogic, store: AbstractStore,
-                                      caplog: pytest.LogCaptureFixture) -> None:
+def test_thread_survives_store_errors(
+    logic: BusinessLogic, store: AbstractStore, caplog: pytest.LogCaptureFixture
+) -> None:
     calls = []
     real = store.due_canaries
 
