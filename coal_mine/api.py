@@ -21,8 +21,8 @@ from coal_mine.models import BadRequestError, Canary, CoalMineError
 log = logging.getLogger(__name__)
 
 URL_PREFIX = "/coal-mine/v1/canary/"
-_SHORT_TRIGGER = re.compile(r"/([a-z]{8})\Z")
-_NUMBER = re.compile(r"[\d.]+\Z")
+_SHORT_TRIGGER = re.compile(r"/([a-z]{8})$")  # 0.7.1: `$` also matches before a final newline
+_NUMBER = re.compile(r"[\d.]+$")  # as 0.7.1: "60\n" is a number too
 _JSON_HEADERS = [("Content-Type", "application/json; charset=utf-8")]
 _STREAM_CHUNK = 65536
 
@@ -198,7 +198,8 @@ class Api:
         else:
             raise HttpError("404 Not Found", f"404 Not Found: no such endpoint {path!r}")
         query, problem = self._parse_query(environ.get("QUERY_STRING", ""))
-        self._authenticate(command, query.pop("auth_key", [None])[-1])
+        # 0.7.1 checks the first auth_key given (every other parameter: the last).
+        self._authenticate(command, query.pop("auth_key", [None])[0])
         if problem is not None:
             raise problem
         if short:

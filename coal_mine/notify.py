@@ -23,6 +23,7 @@ from email import policy
 from email.message import EmailMessage
 from email.utils import format_datetime, formataddr
 
+from coal_mine import email_text
 from coal_mine.abstract_store import AbstractStore
 from coal_mine.clock import Clock
 from coal_mine.config import EmailConfig
@@ -80,53 +81,24 @@ def _message_id(notification: Notification, sender: str) -> str:
     return f"<coal-mine.{local}@{domain}>"
 
 
-def message_body(notification: Notification, *, now: datetime, delayed: bool) -> str:
-    """The plain-text body: what happened, then the recent history."""
-    payload = notification.payload
-    name = one_line(payload.get("name", ""))
-    ident = payload.get("id", notification.canary_id)
-    lines = []
-    if delayed:
-        lines += [
-            f"NOTE: this message is delayed. The event happened at {notification.created.isoformat()}; "
-            f"it could not be delivered until {now.isoformat()}.",
-            "",
-        ]
-    deadline = payload.get("deadline")
-    if notification.kind == "late":
-        lines.append(f'Canary "{name}" (id {ident}) has not reported. It was expected before {deadline}.')
-    else:
-        next_deadline = f"Its next deadline is {deadline}." if deadline else "It has no deadline now."
-        lines.append(
-            f'Canary "{name}" (id {ident}) is reporting again: it reported at '
-            f"{payload.get('when')}. {next_deadline}"
-        )
-    history = payload.get("history") or []
-    if history:
-        lines += ["", "Most recent history (newest first):"]
-        lines += [f"  {one_line(when)}  {one_line(comment)}" for when, comment in history[:15]]
-    return "\n".join(lines) + "\n"
-
-
 def build_message(
     notification: Notification, sender: str, *, now: datetime, delayed: bool = False
 ) -> EmailMessage:
     """The email for one notification. Text from users never reaches a header with a
     line break in it, so it cannot add headers."""
     name = one_line(notification.payload.get("name", ""))
-    if notification.kind == "late":
-        subject = f"[LATE] {name} has not reported"
-    else:
-        subject = f"[RESUMED] {name} is reporting again"
     message = EmailMessage(policy=_POLICY)
     message["From"] = formataddr(("Coal Mine", one_line(sender)))
     message["To"] = ", ".join(_addresses(notification.payload.get("emails")))
-    message["Subject"] = subject
+    message["Subject"] = email_text.subject(notification.kind, name)
     message["Date"] = format_datetime(now)
     message["Message-ID"] = _message_id(notification, one_line(sender))
     message["X-Coal-Mine-Canary"] = one_line(notification.canary_id)
     message["X-Coal-Mine-Event"] = one_line(notification.kind)
-    message.set_content(message_body(notification, now=now, delayed=delayed), charset="utf-8")
+    if delayed:
+        # In a header, not the body: the body stays line for line as 0.7.1 writes it.
+        message["X-Coal-Mine-Delayed"] = f"event at {notification.created.isoformat()}, sent at {now.isoformat()}"
+    message.set_content(email_text.body(notification.kind, notification.payload), charset="utf-8")
     return message
 
 

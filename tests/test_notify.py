@@ -71,7 +71,7 @@ def test_late_message() -> None:
     assert message["Message-ID"].startswith("<coal-mine.abcdefgh.late.")
     assert message["Message-ID"].endswith("@example.net>")
     body = message.get_content()
-    assert f"expected before {(T0 - timedelta(seconds=1)).isoformat()}" in body
+    assert f"expected to report before {T0 - timedelta(seconds=1)}." in body
     assert "Triggered (0)" in body and "Triggered (14)" in body and "Triggered (15)" not in body
     assert body.index("Triggered (0)") < body.index("Triggered (14)")  # newest first
     assert "delayed" not in body
@@ -82,7 +82,8 @@ def test_resumed_message() -> None:
     message = parsed(build_message(note, "coal@example.net", now=T0))
     assert message["Subject"] == "[RESUMED] Nightly backup is reporting again"
     body = message.get_content()
-    assert "2026-03-02T12:00:05+00:00" in body and "next deadline is 2026-03-02T13:00:05+00:00" in body
+    assert "is reporting again as of 2026-03-02 12:00:00.123000+00:00." in body
+    assert "due before 2026-03-02 13:00:05+00:00." in body
 
 
 def test_message_id_is_stable_for_one_event() -> None:
@@ -92,10 +93,12 @@ def test_message_id_is_stable_for_one_event() -> None:
     assert first == again != other
 
 
-def test_delayed_message_says_so() -> None:
-    body = build_message(notification(), "c@x.org", now=T0 + timedelta(days=2), delayed=True).get_content()
-    assert body.startswith("NOTE: this message is delayed")
-    assert T0.isoformat() in body
+def test_delayed_message_says_so_in_a_header_and_keeps_the_body() -> None:
+    later = T0 + timedelta(days=2)
+    message = build_message(notification(), "c@x.org", now=later, delayed=True)
+    assert message["X-Coal-Mine-Delayed"] == f"event at {T0.isoformat()}, sent at {later.isoformat()}"
+    assert message.get_content() == build_message(notification(), "c@x.org", now=later).get_content()
+    assert build_message(notification(), "c@x.org", now=later)["X-Coal-Mine-Delayed"] is None
 
 
 def test_line_breaks_in_name_and_comment_cannot_add_headers() -> None:
@@ -399,7 +402,7 @@ def test_delayed_note_after_the_configured_age(logic: BusinessLogic, clock: Fake
     clock.advance(3601)
     notifier = FakeNotifier()
     sender_for(logic, clock, notifier, delayed_after=3600).step()
-    assert "this message is delayed" in notifier.sent[0].get_content()
+    assert notifier.sent[0]["X-Coal-Mine-Delayed"]
 
 
 def test_no_sender_keeps_everything_pending(

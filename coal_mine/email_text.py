@@ -1,0 +1,54 @@
+"""The text of the LATE and RESUMED messages, worded as Coal Mine 0.7.1 words them.
+
+Users of 0.7.1 filter and parse these messages, so the subject and every line
+of the body keep 0.7.1's wording, and times keep its rendering: `str()` of a
+UTC datetime ("2026-03-02 12:00:00.123000+00:00"), padded to 30 columns in the
+list of recent events. Only the headers around the body are ours.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+# 0.7.1 lists this many of the newest history entries.
+RECENT_EVENTS = 15
+
+
+def render_time(value: object) -> str:
+    """A stored time as 0.7.1 prints it: `str()` of the datetime, not its ISO form."""
+    if isinstance(value, datetime):
+        return str(value)
+    if isinstance(value, str):
+        try:
+            return str(datetime.fromisoformat(value))
+        except ValueError:
+            return value
+    return str(value)
+
+
+def subject(kind: str, name: str) -> str:
+    """The subject line of a `late` or `resumed` message."""
+    if kind == "late":
+        return f"[LATE] {name} has not reported"
+    return f"[RESUMED] {name} is reporting again"
+
+
+def body(kind: str, payload: Mapping[str, Any]) -> str:
+    """The plain-text body of a `late` or `resumed` message, line for line as 0.7.1."""
+    name = payload.get("name", "")
+    ident = payload.get("id", "")
+    if kind == "late":
+        text = f"The canary {name} ({ident}) was expected to report before {render_time(payload.get('deadline'))}.\n"
+    else:
+        # 0.7.1 gives the time of the newest history entry (the trigger that resumed it).
+        history_now: Sequence[Sequence[Any]] = payload.get("history") or []
+        as_of = history_now[0][0] if history_now else payload.get("when")
+        text = f"The canary {name} ({ident}) is reporting again as of {render_time(as_of)}.\n"
+        text += f"\nThe next trigger for this canary is due before {render_time(payload.get('deadline'))}.\n"
+    text += "\nRecent events for this canary:\n\n"
+    history: Sequence[Sequence[Any]] = payload.get("history") or []
+    for when, comment in history[:RECENT_EVENTS]:
+        text += f"{render_time(when):30} {comment}\n"
+    return text
