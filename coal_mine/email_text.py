@@ -40,7 +40,8 @@ def body(kind: str, payload: Mapping[str, Any]) -> str:
     name = payload.get("name", "")
     ident = payload.get("id", "")
     if kind == "late":
-        text = f"The canary {name} ({ident}) was expected to report before {render_time(payload.get('deadline'))}.\n"
+        deadline = render_time(payload.get("deadline"))
+        text = f"The canary {name} ({ident}) was expected to report before {deadline}.\n"
     else:
         # 0.7.1 gives the time of the newest history entry (the trigger that resumed it).
         history_now: Sequence[Sequence[Any]] = payload.get("history") or []

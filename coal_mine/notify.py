@@ -97,7 +97,9 @@ def build_message(
     message["X-Coal-Mine-Event"] = one_line(notification.kind)
     if delayed:
         # In a header, not the body: the body stays line for line as 0.7.1 writes it.
-        message["X-Coal-Mine-Delayed"] = f"event at {notification.created.isoformat()}, sent at {now.isoformat()}"
+        message["X-Coal-Mine-Delayed"] = (
+            f"event at {notification.created.isoformat()}, sent at {now.isoformat()}"
+        )
     message.set_content(email_text.body(notification.kind, notification.payload), charset="utf-8")
     return message
 

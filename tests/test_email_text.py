@@ -58,7 +58,7 @@ def reference_body(kind: str, name: str, ident: str, deadline: Any, history: lis
         text += f"\nThe next trigger for this canary is due before {deadline}.\n"
     text += "\nRecent events for this canary:\n\n"
     for when, comment in history[:15]:
-        text += "{:30} {}\n".format(str(when), comment)
+        text += f"{str(when):30} {comment}\n"
     return text
 
 
@@ -81,7 +81,7 @@ def test_late_body_is_pinned() -> None:
     ]
     deadline = T0 - timedelta(seconds=1)
     assert email_text.body("late", payload(deadline, history)) == LATE
-    assert LATE == reference_body("late", "Nightly backup", "abcdefgh", deadline, history)
+    assert reference_body("late", "Nightly backup", "abcdefgh", deadline, history) == LATE
     assert email_text.subject("late", "Nightly backup") == "[LATE] Nightly backup has not reported"
 
 
@@ -89,7 +89,7 @@ def test_resumed_body_is_pinned() -> None:
     history = [(T0, "Triggered (back)"), (datetime(2026, 3, 2, 11, tzinfo=UTC), "Triggered (run 2)")]
     deadline = T0 + timedelta(hours=1)
     assert email_text.body("resumed", payload(deadline, history)) == RESUMED
-    assert RESUMED == reference_body("resumed", "Nightly backup", "abcdefgh", deadline, history)
+    assert reference_body("resumed", "Nightly backup", "abcdefgh", deadline, history) == RESUMED
     assert email_text.subject("resumed", "Nightly backup") == "[RESUMED] Nightly backup is reporting again"
 
 

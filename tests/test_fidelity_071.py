@@ -71,19 +71,30 @@ def test_repeated_auth_key_the_first_value_counts(
 def test_repeated_other_parameter_the_last_value_counts(server: ServerProcess) -> None:
     create(server, "First Of Two")
     create(server, "Second Of Two")
-    status, body = get(server, "/coal-mine/v1/canary/get", f"auth_key={KEY}&slug=first-of-two&slug=second-of-two")
+    status, body = get(
+        server, "/coal-mine/v1/canary/get", f"auth_key={KEY}&slug=first-of-two&slug=second-of-two"
+    )
     assert status == 200 and body["canary"]["name"] == "Second Of Two"
 
 
 @pytest.mark.parametrize(
     "periodicity, number",
-    [("60\n", True), ("60", True), ("1.5\n", True), ("\n60", False), ("60\n\n", False), ("* * * * * 60\n", False)],
+    [
+        ("60\n", True),
+        ("60", True),
+        ("1.5\n", True),
+        ("\n60", False),
+        ("60\n\n", False),
+        ("* * * * * 60\n", False),
+    ],
 )
 def test_periodicity_with_one_trailing_newline_is_a_number(
     server: ServerProcess, periodicity: str, number: bool
 ) -> None:
     assert rule_is_number(periodicity) == number
-    status, body = server.call("create", name=f"Newline {periodicity!r}", periodicity=periodicity, auth_key=KEY)
+    status, body = server.call(
+        "create", name=f"Newline {periodicity!r}", periodicity=periodicity, auth_key=KEY
+    )
     if number:
         assert status == 200, body
         assert body["canary"]["periodicity"] == float(periodicity)
@@ -92,9 +103,12 @@ def test_periodicity_with_one_trailing_newline_is_a_number(
 
 
 @pytest.mark.parametrize(
-    "suffix, triggers", [("%0A", True), ("", True), ("/", False), ("x", False), ("%0A%0A", False), ("%0D", False)]
+    "suffix, triggers",
+    [("%0A", True), ("", True), ("/", False), ("x", False), ("%0A%0A", False), ("%0D", False)],
 )
-def test_short_trigger_url_with_a_trailing_newline(server: ServerProcess, suffix: str, triggers: bool) -> None:
+def test_short_trigger_url_with_a_trailing_newline(
+    server: ServerProcess, suffix: str, triggers: bool
+) -> None:
     canary = create(server, f"Short {suffix or 'plain'}")
     path = f"/{canary['id']}{suffix}"
     decoded = path.replace("%0A", "\n").replace("%0D", "\r")

@@ -77,7 +77,7 @@ def test_late_then_resumed(tmp_path: Path, sink: SMTPSink) -> None:
         assert late.message["From"] == "Coal Mine <coal@example.net>"
         assert late.rcpt_tos == ["ops@example.com", "dev@example.org"]
         assert late.message["Date"] and late.message["Message-ID"]
-        assert canary["deadline"] in late.body() and "Canary created" in late.body()
+        assert str(deadline) in late.body() and "Canary created" in late.body()
         assert server.call("trigger", id=canary["id"], comment="back")[1]["recovered"] is True
         _, resumed = sink.wait_for(2)
         assert resumed.subject == "[RESUMED] Nightly backup is reporting again"
