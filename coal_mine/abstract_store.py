@@ -14,7 +14,7 @@ CANARY_FIELDS = ("name", "slug", "periodicity", "description", "emails", "paused
 
 
 class AbstractStore(ABC):
-    """Every store passes tests/store_contract.py.
+    """Every store passes tests/test_store_contract.py.
 
     `update` is the one write primitive for an existing canary: a conditional,
     atomic change that can also append (and prune) history and record

@@ -16,14 +16,17 @@ from typing import Any
 from urllib.parse import parse_qs
 
 from coal_mine.business_logic import BusinessLogic
+from coal_mine.http_errors import JSON_CONTENT_TYPE, HttpError, error_body, http_status
 from coal_mine.models import BadRequestError, Canary, CoalMineError
+
+__all__ = ["Api", "HttpError", "canary_to_json"]
 
 log = logging.getLogger(__name__)
 
 URL_PREFIX = "/coal-mine/v1/canary/"
 _SHORT_TRIGGER = re.compile(r"/([a-z]{8})$")  # 0.7.1: `$` also matches before a final newline
 _NUMBER = re.compile(r"[\d.]+$")  # as 0.7.1: "60\n" is a number too
-_JSON_HEADERS = [("Content-Type", "application/json; charset=utf-8")]
+_JSON_HEADERS = [("Content-Type", JSON_CONTENT_TYPE)]
 _STREAM_CHUNK = 65536
 
 Query = dict[str, list[str]]
@@ -43,14 +46,6 @@ PARAMETERS: dict[str, tuple[str, ...]] = {
 }
 # What the read-only key may do (trigger needs no key at all).
 READ_ONLY_COMMANDS = frozenset({"get", "list"})
-
-
-class HttpError(CoalMineError):
-    """An error that is about HTTP itself (path, authentication)."""
-
-    def __init__(self, status: str, message: str) -> None:
-        super().__init__(message)
-        self.http_status = status
 
 
 def canary_to_json(canary: Canary, schedule: list | None = None) -> dict[str, Any]:
@@ -154,7 +149,7 @@ class Api:
             "delete": self.delete,
             "update": self.update,
             "get": self.get,
-            "list": self.list,
+            "list": self.list_canaries,
             "trigger": self.trigger,
             "pause": self.pause,
             "unpause": self.unpause,
@@ -167,7 +162,7 @@ class Api:
             command, query = self._route(environ)
             result = self.commands[command](Request(query))
         except CoalMineError as exc:
-            return self._error(start_response, exc.http_status, str(exc))
+            return self._error(start_response, http_status(exc), str(exc))
         except Exception:
             log.exception("Unexpected error serving %s", environ.get("PATH_INFO"))
             return self._error(
@@ -185,7 +180,7 @@ class Api:
     @staticmethod
     def _error(start_response: StartResponse, status: str, message: str) -> list[bytes]:
         start_response(status, list(_JSON_HEADERS))
-        return [_dumps({"status": "error", "error": message}).encode("utf-8")]
+        return [error_body(message)]
 
     def _route(self, environ: dict[str, Any]) -> tuple[str, Query]:
         """The command and its parameters, authenticated (401 comes before any 400)."""
@@ -291,10 +286,10 @@ class Api:
         request.only(*PARAMETERS["get"])
         return self._canary_response(self.logic.get(self._identify(request)))
 
-    def list(self, request: Request) -> Iterator[bytes]:
+    def list_canaries(self, request: Request) -> Iterator[bytes]:
         verbose, paused, late = (request.boolean(n) for n in ("verbose", "paused", "late"))
         request.only(*PARAMETERS["list"])
-        canaries = self.logic.list(
+        canaries = self.logic.list_canaries(
             verbose=bool(verbose), paused=paused, late=late, search=request.string("search")
         )
         first = next(canaries, None)  # errors surface before the 200 is sent

@@ -16,12 +16,13 @@ import regex
 
 from coal_mine import limits
 from coal_mine.abstract_store import AbstractStore
-from coal_mine.clock import Clock, to_millis
+from coal_mine.clock import Clock, iso, to_millis
 from coal_mine.models import (
     AlreadyExistsError,
     BadRequestError,
     Canary,
     CanaryNotFoundError,
+    NOTIFICATION_HISTORY_ENTRIES,
     HistoryEntry,
     NewNotification,
     PrunePolicy,
@@ -34,7 +35,6 @@ log = logging.getLogger(__name__)
 HISTORY_MAX_ENTRIES = 1000
 HISTORY_MIN_ENTRIES = 100
 HISTORY_MAX_AGE = timedelta(days=7)
-NOTIFICATION_HISTORY_ENTRIES = 15
 _ID_ALPHABET = string.ascii_lowercase
 _CONFLICT_RETRIES = 50
 
@@ -58,10 +58,6 @@ def slugify(name: str) -> str:
 def history_comment(action: str, comment: str) -> str:
     """'Triggered' or 'Triggered (comment)', as Coal Mine writes them."""
     return f"{action} ({comment})" if comment else action
-
-
-def _iso(dt: datetime | None) -> str | None:
-    return dt.isoformat() if dt else None
 
 
 def _check_length(what: str, value: str, limit: int) -> str:
@@ -147,9 +143,9 @@ class BusinessLogic:
             "id": canary.id,
             "name": canary.name,
             "emails": list(canary.emails),
-            "when": _iso(now),
-            "deadline": _iso(deadline),
-            "history": [[_iso(ts), comment] for ts, comment in history[:NOTIFICATION_HISTORY_ENTRIES]],
+            "when": iso(now),
+            "deadline": iso(deadline),
+            "history": [[iso(ts), comment] for ts, comment in history[:NOTIFICATION_HISTORY_ENTRIES]],
         }
         return NewNotification(kind=kind, created=now, payload=payload)
 
@@ -166,7 +162,7 @@ class BusinessLogic:
     def _require(self, canary_id: str, *, history: bool = False) -> Canary:
         canary = self.store.get(canary_id, history=history)
         if canary is None:
-            raise CanaryNotFoundError("Canary Not Found")
+            raise CanaryNotFoundError()
         return canary
 
     @staticmethod
@@ -192,13 +188,13 @@ class BusinessLogic:
         """The id of the canary named by id, else slug, else name."""
         if identifier:
             if self.store.get(identifier, history=False) is None:
-                raise CanaryNotFoundError("Canary Not Found")
+                raise CanaryNotFoundError()
             return identifier
         if not slug and name:
             slug = slugify(name)
         found = self.store.id_for_slug(slug) if slug is not None else None
         if found is None:
-            raise CanaryNotFoundError("Canary Not Found")
+            raise CanaryNotFoundError()
         return found
 
     def create(
@@ -247,7 +243,7 @@ class BusinessLogic:
 
     def delete(self, canary_id: str) -> None:
         if not self.store.delete(canary_id):
-            raise CanaryNotFoundError("Canary Not Found")
+            raise CanaryNotFoundError()
         log.info("Deleted canary %s", canary_id)
         self.on_change()
 
@@ -294,7 +290,7 @@ class BusinessLogic:
                         changes["late"] = late
                         updated = Canary(**{**canary.__dict__, **changes})
                         notifications = self._notifications_for(
-                            "late" if late else "resumed", updated, now, deadline, canary.history
+                            "late" if late else "resumed", updated, now, deadline, canary.history or []
                         )
             if not changes:
                 raise BadRequestError("No updates specified")
@@ -380,7 +376,7 @@ class BusinessLogic:
 
         return self._retry(attempt)
 
-    def list(
+    def list_canaries(
         self,
         verbose: bool = False,
         paused: bool | None = None,
@@ -425,7 +421,7 @@ class BusinessLogic:
         except (regex.error, RecursionError, OverflowError, ValueError) as exc:
             raise BadRequestError(f"Invalid search regular expression: {exc}") from exc
         give_up = time.monotonic() + limits.SEARCH_TIME_LIMIT
-        found = []
+        found: list[Canary] = []
         for canary in self.store.iter_canaries(paused=paused, late=late, history=False):
             for text in (canary.name, canary.slug, canary.id, *canary.emails):
                 left = give_up - time.monotonic()

@@ -343,7 +343,7 @@ def config_path() -> str:
     return os.path.expanduser(CONFIG_FILE)
 
 
-def _one_line(exc: BaseException) -> str:
+def _one_line(exc: BaseException | str) -> str:
     """Squeeze an exception message onto one line."""
     text = getattr(exc, "strerror", None) or str(exc)
     return " ".join(str(text).split())

@@ -13,6 +13,11 @@ def utc(dt: datetime) -> datetime:
     return dt.astimezone(UTC)
 
 
+def iso(dt: datetime | None) -> str | None:
+    """ISO 8601 text of `dt`, or None for no time."""
+    return dt.isoformat() if dt else None
+
+
 def to_millis(dt: datetime) -> datetime:
     """Drop sub-millisecond precision, as MongoDB (and so Coal Mine) stores times."""
     return dt.replace(microsecond=dt.microsecond // 1000 * 1000)

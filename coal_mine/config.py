@@ -11,6 +11,7 @@ import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 CONFIG_FILE = "coal-mine.ini"
 SEARCH_DIRS = (".", "/etc", "/usr/local/etc")
@@ -160,40 +161,66 @@ def _pair(section: str, username: str | None, password: str | None) -> None:
         raise ConfigError(f"[{section}] username and password must be given together")
 
 
+Parser = Callable[[str, str], Any]  # (setting name for errors, raw value) -> typed value
+
+
+def _text(_where: str, value: str) -> str:
+    return value
+
+
+def _port(where: str, value: str) -> int:
+    return _int(where, value, 1, 65535)
+
+
+def _given(get: Getter, where: Namer, parsers: Mapping[str, Parser]) -> dict[str, Any]:
+    """The settings that are set, parsed; the dataclasses' own defaults fill in the rest."""
+    return {key: parse(where(key), value) for key, parse in parsers.items() if (value := get(key))}
+
+
+_EMAIL_PARSERS: dict[str, Parser] = {
+    "sender": _text,
+    "host": _text,
+    "port": _port,
+    "username": _text,
+    "password": _text,
+    "security": lambda where, value: _choice(where, value, SMTP_SECURITY),
+    "timeout": _seconds,
+}
+_WSGI_PARSERS: dict[str, Parser] = {
+    "port": _port,
+    "host": _text,
+    "auth_key": _text,
+    "read_only_auth_key": _text,
+    "certfile": _text,
+    "keyfile": _text,
+    "workers": lambda where, value: _int(where, value, 1, 1024),
+    "request_timeout": _seconds,
+}
+_SQLITE_PARSERS: dict[str, Parser] = {
+    "path": _text,
+    "synchronous": lambda where, value: _choice(where, value, ("normal", "full")),
+}
+_LOGGING_PARSERS: dict[str, Parser] = {
+    "file": _text,
+    "rotate": _bool,
+    "max_size": lambda where, value: _int(where, value, 1, 2**40),
+    "backup_count": lambda where, value: _int(where, value, 0, 1000),
+}
+_WATCHER_PARSERS: dict[str, Parser] = {key: _seconds for key in _KNOWN["watcher"]}
+
+
 def _email(get: Getter, where: Namer) -> EmailConfig:
-    username, password = get("username"), get("password")
-    port = get("port")
-    security = get("security")
-    timeout = get("timeout")
-    return EmailConfig(
-        sender=get("sender"),
-        host=get("host") or "localhost",
-        port=_int(where("port"), port, 1, 65535) if port else None,
-        username=username,
-        password=password,
-        security=_choice(where("security"), security, SMTP_SECURITY) if security else "none",
-        timeout=_seconds(where("timeout"), timeout) if timeout else 30.0,
-    )
+    return EmailConfig(**_given(get, where, _EMAIL_PARSERS))
 
 
 def _wsgi(get: Getter, where: Namer) -> WsgiConfig:
-    port, workers, timeout = get("port"), get("workers"), get("request_timeout")
     certfile, keyfile = get("certfile"), get("keyfile")
     if bool(certfile) != bool(keyfile):
         raise ConfigError(f"{where('certfile')} and {where('keyfile')} must be given together")
     for name, path in (("certfile", certfile), ("keyfile", keyfile)):
         if path and not os.path.isfile(path):
             raise ConfigError(f"{where(name)}: no such file {path}")
-    return WsgiConfig(
-        port=_int(where("port"), port, 1, 65535) if port else 80,
-        host=get("host") or "",
-        auth_key=get("auth_key") or None,
-        read_only_auth_key=get("read_only_auth_key") or None,
-        certfile=certfile,
-        keyfile=keyfile,
-        workers=_int(where("workers"), workers, 1, 1024) if workers else 16,
-        request_timeout=_seconds(where("request_timeout"), timeout) if timeout else 10.0,
-    )
+    return WsgiConfig(**_given(get, where, _WSGI_PARSERS))
 
 
 def from_environment(environ: Mapping[str, str]) -> Config:
@@ -242,27 +269,30 @@ def from_ini(path: str) -> Config:
             parser.read_file(handle)
     except (OSError, UnicodeDecodeError, configparser.Error) as exc:
         raise ConfigError(f"{path}: cannot read configuration: {' '.join(str(exc).split())}") from None
-    for section in parser.sections():
-        known = _KNOWN.get(section)
+    for section_name in parser.sections():
+        known = _KNOWN.get(section_name)
         if known is None:
-            raise ConfigError(f"{path}: unknown section [{section}]")
-        if section != "mongodb":
-            for key in parser[section]:
+            raise ConfigError(f"{path}: unknown section [{section_name}]")
+        if section_name != "mongodb":
+            for key in parser[section_name]:
                 if key not in known:
-                    raise ConfigError(f"{path}: unknown setting [{section}] {key}")
+                    raise ConfigError(f"{path}: unknown setting [{section_name}] {key}")
 
-    def section_getter(section: str) -> Getter:
+    def getter(section_name: str) -> Getter:
         def get(key: str) -> str | None:
-            value = parser.get(section, key, fallback=None)
+            value = parser.get(section_name, key, fallback=None)
             return value.strip() if value is not None and value.strip() else None
 
         return get
 
-    def section_where(section: str) -> Namer:
-        return lambda key: f"[{section}] {key}"
+    def where(section_name: str) -> Namer:
+        return lambda key: f"[{section_name}] {key}"
+
+    def given(section_name: str, parsers: Mapping[str, Parser]) -> dict[str, Any]:
+        return _given(getter(section_name), where(section_name), parsers)
 
     if parser.has_section("email"):
-        email = _email(section_getter("email"), section_where("email"))
+        email = _email(getter("email"), where("email"))
         if not email.sender:
             raise ConfigError(f"{path}: [email] sender is required")
         _pair("email", email.username, email.password)
@@ -273,14 +303,14 @@ def from_ini(path: str) -> Config:
     if parser.has_section("mongodb") and parser.has_section("sqlite"):
         raise ConfigError(f"{path}: [mongodb] and [sqlite] cannot both be given")
     if parser.has_section("mongodb"):
-        section = dict(parser["mongodb"])
-        hosts = section.pop("hosts", "").strip()
+        settings = dict(parser["mongodb"])
+        hosts = settings.pop("hosts", "").strip()
         if not hosts:
             raise ConfigError(f"{path}: [mongodb] hosts is required")
-        username, password = section.pop("username", None), section.pop("password", None)
+        username, password = settings.pop("username", None), settings.pop("password", None)
         _pair("mongodb", username, password)
-        database = section.pop("database", None)
-        for key, value in section.items():
+        database = settings.pop("database", None)
+        for key, value in settings.items():
             if not value.strip():
                 raise ConfigError(f"{path}: [mongodb] {key} is empty")
         store = MongoConfig(
@@ -288,38 +318,18 @@ def from_ini(path: str) -> Config:
             database=database.strip() if database else None,
             username=username or None,
             password=password or None,
-            options={key: value.strip() for key, value in section.items()},
+            options={key: value.strip() for key, value in settings.items()},
         )
     else:
-        get = section_getter("sqlite")
-        synchronous = get("synchronous")
-        store = SQLiteConfig(
-            path=get("path") or DEFAULT_SQLITE_PATH,
-            synchronous=_choice("[sqlite] synchronous", synchronous, ("normal", "full"))
-            if synchronous
-            else "normal",
-        )
+        store = SQLiteConfig(**given("sqlite", _SQLITE_PARSERS))
 
-    log_get = section_getter("logging")
-    rotate, max_size, backup_count = log_get("rotate"), log_get("max_size"), log_get("backup_count")
-    logging_config = LoggingConfig(
-        file=log_get("file"),
-        rotate=_bool("[logging] rotate", rotate) if rotate else False,
-        max_size=_int("[logging] max_size", max_size, 1, 2**40) if max_size else 1048576,
-        backup_count=_int("[logging] backup_count", backup_count, 0, 1000) if backup_count else 5,
-    )
-
-    watch_get = section_getter("watcher")
-    watcher = WatcherConfig(
-        **{key: _seconds(f"[watcher] {key}", value) for key in _KNOWN["watcher"] if (value := watch_get(key))}
-    )
     return Config(
         source=str(Path(path).resolve()),
         store=store,
         email=email,
-        wsgi=_wsgi(section_getter("wsgi"), section_where("wsgi")),
-        logging=logging_config,
-        watcher=watcher,
+        wsgi=_wsgi(getter("wsgi"), where("wsgi")),
+        logging=LoggingConfig(**given("logging", _LOGGING_PARSERS)),
+        watcher=WatcherConfig(**given("watcher", _WATCHER_PARSERS)),
     )
 
 

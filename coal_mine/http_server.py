@@ -17,7 +17,6 @@ so a flood of idle connections cannot lock new clients out.
 from __future__ import annotations
 
 import io
-import json
 import logging
 import queue
 import re
@@ -32,6 +31,7 @@ from typing import Any
 from urllib.parse import quote, quote_plus, unquote_plus
 from wsgiref.simple_server import ServerHandler, WSGIRequestHandler, WSGIServer
 
+from coal_mine.http_errors import JSON_CONTENT_TYPE, error_body
 from coal_mine.limits import MAX_PENDING_CONNECTIONS, MAX_REQUEST_HEAD, MAX_REQUEST_LINE
 
 log = logging.getLogger("coal_mine.access")
@@ -61,9 +61,9 @@ def redact(text: str, secrets: Iterable[str] = ()) -> str:
 
 def error_response(status: str, message: str) -> bytes:
     """A complete HTTP/1.0 JSON error response, for answers sent outside the WSGI app."""
-    body = json.dumps({"status": "error", "error": message}, indent=4).encode() + b"\n"
+    body = error_body(message)
     return (
-        f"HTTP/1.0 {status}\r\nContent-Type: application/json; charset=utf-8\r\n"
+        f"HTTP/1.0 {status}\r\nContent-Type: {JSON_CONTENT_TYPE}\r\n"
         f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
     ).encode() + body
 
@@ -128,8 +128,10 @@ class RequestHandler(WSGIRequestHandler):
         handler = ServerHandler(
             self.rfile, self.wfile, self.get_stderr(), self.get_environ(), multithread=False
         )
-        handler.request_handler = self  # wsgiref logs through it
-        handler.run(self.server.get_app())
+        handler.request_handler = self  # type: ignore[attr-defined]  # wsgiref logs through it
+        app = self.server.get_app()
+        assert app is not None, "set_app() is called before serving"
+        handler.run(app)
 
     def get_environ(self) -> dict[str, Any]:
         environ = super().get_environ()
@@ -142,9 +144,9 @@ class RequestHandler(WSGIRequestHandler):
         short = self.responses.get(code, ("Error", ""))[0]
         text = f"{code} {short}" + (f": {message}" if message and message != short else "")
         self.log_error("code %d, message %s", code, message or short)
-        body = json.dumps({"status": "error", "error": text}, indent=4).encode() + b"\n"
+        body = error_body(text)
         self.send_response(code, short)
-        self.send_header("Content-Type", "application/json; charset=utf-8")
+        self.send_header("Content-Type", JSON_CONTENT_TYPE)
         self.send_header("Content-Length", str(len(body)))
         self.send_header("Connection", "close")
         self.end_headers()

@@ -96,9 +96,11 @@ class MemoryStore(AbstractStore):
                     raise ValueError(f"unknown canary field {name}")
                 setattr(canary, name, list(value) if name == "emails" else value)
             if history is not None:
-                canary.history.insert(0, history)
+                entries = canary.history if canary.history is not None else []
+                entries.insert(0, history)
                 if prune is not None:
-                    prune_history(canary.history, prune)
+                    prune_history(entries, prune)
+                canary.history = entries
             for new in notifications:
                 nid = next(self._ids)
                 self._notifications[nid] = Notification(
@@ -126,17 +128,20 @@ class MemoryStore(AbstractStore):
             ]
         return iter(snapshot)
 
-    def _watched(self) -> list[Canary]:
-        return [c for c in self._canaries.values() if not c.paused and not c.late and c.deadline]
+    def _watched(self) -> list[tuple[datetime, Canary]]:
+        """(deadline, canary) of each unpaused, not-late canary that has a deadline."""
+        return [
+            (c.deadline, c) for c in self._canaries.values() if not c.paused and not c.late and c.deadline
+        ]
 
     def earliest_deadline(self) -> datetime | None:
         with self._lock:
-            return min((c.deadline for c in self._watched()), default=None)
+            return min((deadline for deadline, _ in self._watched()), default=None)
 
     def due_canaries(self, now: datetime, limit: int) -> list[Canary]:
         with self._lock:
-            due = sorted((c for c in self._watched() if c.deadline < now), key=lambda c: c.deadline)
-            return [self._copy(c, False) for c in due[:limit]]
+            due = sorted(((d, c) for d, c in self._watched() if d < now), key=lambda pair: pair[0])
+            return [self._copy(c, False) for _, c in due[:limit]]
 
     def _heads(self) -> list[Notification]:
         """The oldest pending notification of each canary: only those may be sent."""

@@ -8,6 +8,9 @@ from typing import Any
 
 HistoryEntry = tuple[datetime, str]
 
+# How many of the latest history entries a late/resumed message shows.
+NOTIFICATION_HISTORY_ENTRIES = 15
+
 
 @dataclass
 class Canary:
@@ -38,8 +41,8 @@ class Notification:
     kind: str  # "late" or "resumed"
     created: datetime
     payload: dict[str, Any]
+    not_before: datetime
     attempts: int = 0
-    not_before: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -61,9 +64,7 @@ class PrunePolicy:
 
 
 class CoalMineError(Exception):
-    """Base class of the errors that map to an HTTP status."""
-
-    http_status = "400 Bad Request"
+    """Base class of the errors the API reports to its caller (the HTTP layer maps each to a status)."""
 
 
 class BadRequestError(CoalMineError):
@@ -73,7 +74,8 @@ class BadRequestError(CoalMineError):
 class CanaryNotFoundError(CoalMineError):
     """No canary matches the identifier (404)."""
 
-    http_status = "404 Not Found"
+    def __init__(self, message: str = "Canary Not Found") -> None:
+        super().__init__(message)
 
 
 class AlreadyExistsError(CoalMineError):
@@ -87,5 +89,3 @@ class AlreadyExistsError(CoalMineError):
 
 class StoreUnavailableError(CoalMineError):
     """The database cannot be reached right now (503)."""
-
-    http_status = "503 Service Unavailable"

@@ -16,11 +16,12 @@ from datetime import UTC, date, datetime, timedelta
 
 from croniter import croniter
 
+from coal_mine.clock import utc
+
 __all__ = ["MAX_PERIODICITY", "Schedule", "ScheduleError", "parse_schedule"]
 
 MAX_PERIODICITY: float = 10 * 365 * 86400
 
-_UTC = UTC
 _DAY = 1440  # minutes per day
 _FIELD_NAMES = ("minute", "hour", "day-of-month", "month", "day-of-week")
 _MONTH_NAMES = frozenset(["jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"])
@@ -231,12 +232,6 @@ def parse_schedule(text: str) -> Schedule:
     return Schedule(text, directives)
 
 
-def _utc(t: datetime) -> datetime:
-    if t.tzinfo is None:
-        return t.replace(tzinfo=_UTC)
-    return t.astimezone(_UTC)
-
-
 def _to_minute(t: datetime) -> int:
     """Absolute minute number (days since 0001-01-01 times 1440 plus minute of day)."""
     return t.toordinal() * _DAY + t.hour * 60 + t.minute
@@ -245,7 +240,7 @@ def _to_minute(t: datetime) -> int:
 def _from_minute(n: int) -> datetime:
     days, minute = divmod(n, _DAY)
     d = date.fromordinal(days)
-    return datetime(d.year, d.month, d.day, minute // 60, minute % 60, tzinfo=_UTC)
+    return datetime(d.year, d.month, d.day, minute // 60, minute % 60, tzinfo=UTC)
 
 
 def _days_in_month(year: int, month: int) -> int:
@@ -288,7 +283,7 @@ class Schedule:
         cached = self._by_set.get(active)
         if cached is not None:
             return cached
-        pieces = []
+        pieces: list[tuple[int, int, float, int]] = []
         for i, d in enumerate(self._directives):
             if (active >> i) & 1:
                 pieces.extend((a, b, d.value, 1 << i) for a, b in d.intervals)
@@ -388,7 +383,7 @@ class Schedule:
 
     def value_at(self, t: datetime) -> float | None:
         """Periodicity in force during t's minute, or None when inactive."""
-        t = _utc(t)
+        t = utc(t)
         weekday = (t.weekday() + 1) % 7
         minute = t.hour * 60 + t.minute
         for d in self._directives:
@@ -398,7 +393,7 @@ class Schedule:
 
     def deadline(self, t: datetime) -> datetime:
         """When a canary triggered at t is next due (Coal Mine's four cases)."""
-        t = _utc(t)
+        t = utc(t)
         runs = self._runs(_to_minute(t))
         _, end, value, _ = next(runs)
         if value is not None:
@@ -413,6 +408,8 @@ class Schedule:
                 return max(_from_minute(start), t + timedelta(seconds=value))
         # Cases 2 and 3: start of the next active range plus its periodicity.
         start, _, value, _ = self._next_run(runs)
+        if value is None:  # pragma: no cover - inactive and active runs alternate
+            raise ScheduleError(f"schedule {self.text!r} has no next active range")
         return _from_minute(start) + timedelta(seconds=value)
 
     def _next_run(self, runs: Iterator[_Run]) -> _Run:
@@ -429,7 +426,7 @@ class Schedule:
         its start. The listing that shows every directive is used if it has
         more ranges than the one-week listing.
         """
-        start = _to_minute(_utc(now))
+        start = _to_minute(utc(now))
         week_end = start + 7 * _DAY
         week: list[tuple[int, int, float | None]] = []
         for a, b, value, _ in self._runs(start):

@@ -10,7 +10,7 @@ import sqlite3
 import threading
 from collections.abc import Iterable, Iterator, Mapping
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, overload
 
 from coal_mine.abstract_store import CANARY_FIELDS, AbstractStore
 from coal_mine.models import (
@@ -84,6 +84,12 @@ def _to_db(dt: datetime | None) -> int | None:
     return None if dt is None else (dt - _EPOCH) // _MICRO
 
 
+@overload
+def _from_db(value: int) -> datetime: ...
+@overload
+def _from_db(value: None) -> None: ...
+@overload
+def _from_db(value: int | None) -> datetime | None: ...
 def _from_db(value: int | None) -> datetime | None:
     return None if value is None else _EPOCH + timedelta(microseconds=value)
 
@@ -427,15 +433,17 @@ class SQLiteStore(AbstractStore):
                 params,
             )
             current: Canary | None = None
+            entries: list[HistoryEntry] = []
             current_seq = None
             for row in rows:
                 if row[0] != current_seq:
                     if current is not None:
                         yield current
                     current_seq = row[0]
-                    current = _row_to_canary(row[:10], [])
+                    entries = []
+                    current = _row_to_canary(row[:10], entries)
                 if row[10] is not None:
-                    current.history.append((_from_db(row[10]), row[11]))
+                    entries.append((_from_db(row[10]), row[11]))
             if current is not None:
                 yield current
         finally:

@@ -193,10 +193,10 @@ def test_concurrent_triggers_lose_no_history(logic: BusinessLogic, store: Abstra
 def test_list_search(logic: BusinessLogic) -> None:
     a = logic.create("Alpha", 60, emails=["owner@example.com"])
     logic.create("Beta", 60)
-    assert [c.id for c in logic.list(search="owner@")] == [a.id]
-    assert [c.name for c in logic.list(search="^(Alpha|Beta)$")] == ["Alpha", "Beta"]
+    assert [c.id for c in logic.list_canaries(search="owner@")] == [a.id]
+    assert [c.name for c in logic.list_canaries(search="^(Alpha|Beta)$")] == ["Alpha", "Beta"]
     with pytest.raises(BadRequestError):
-        list(logic.list(search="[z-a]"))
+        list(logic.list_canaries(search="[z-a]"))
 
 
 def test_on_change_called_after_writes(store: AbstractStore, clock: FakeClock) -> None:

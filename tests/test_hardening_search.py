@@ -21,7 +21,7 @@ LONG_NAME = "a" * 60 + "!"
 
 
 def names(logic: BusinessLogic, **filters: object) -> list[str]:
-    return [c.name for c in logic.list(**filters)]  # type: ignore[arg-type]
+    return [c.name for c in logic.list_canaries(**filters)]  # type: ignore[arg-type]
 
 
 def test_search_matches_name_slug_id_and_emails(store: AbstractStore) -> None:
@@ -33,7 +33,7 @@ def test_search_matches_name_slug_id_and_emails(store: AbstractStore) -> None:
     assert names(logic, search=alpha.id) == ["Alpha Job"]
     assert names(logic, search=r"example\.com$") == ["Alpha Job"]
     assert names(logic, search="(?i)BETA|alpha") == ["Alpha Job", "Beta"]
-    verbose = list(logic.list(verbose=True, search="Beta"))
+    verbose = list(logic.list_canaries(verbose=True, search="Beta"))
     assert [c.name for c in verbose] == ["Beta"] and verbose[0].history
 
 
@@ -42,7 +42,7 @@ def test_invalid_pattern_is_400(store: AbstractStore, pattern: str) -> None:
     logic = BusinessLogic(store, FakeClock())
     logic.create("job", 60)
     with pytest.raises(BadRequestError, match="Invalid search regular expression"):
-        list(logic.list(search=pattern))
+        list(logic.list_canaries(search=pattern))
 
 
 @pytest.mark.parametrize("pattern", [r"((a{1000}){1000}){1000}", r"([\w\W]{4294967294})", r"(\\{100}){101}"])
@@ -50,7 +50,7 @@ def test_repetition_bombs_are_refused_before_compiling(store: AbstractStore, pat
     logic = BusinessLogic(store, FakeClock())
     logic.create("job", 60)
     with pytest.raises(BadRequestError, match="repeats too much"):
-        list(logic.list(search=pattern))
+        list(logic.list_canaries(search=pattern))
 
 
 @pytest.mark.parametrize("pattern", REDOS)
@@ -65,7 +65,8 @@ def test_catastrophic_backtracking_is_cut_off(store: AbstractStore, pattern: str
         assert "took longer than" in str(exc)
     else:
         assert found == []  # the engine saw through it: fine too, as long as it is quick
-    assert time.monotonic() - start < SEARCH_TIME_LIMIT + 1.0
+    # Unchecked, these patterns run for hours on LONG_NAME; the slack is for a loaded machine.
+    assert time.monotonic() - start < SEARCH_TIME_LIMIT + 10.0
 
 
 def test_redos_requests_do_not_slow_down_triggers() -> None:

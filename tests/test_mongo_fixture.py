@@ -118,10 +118,10 @@ def test_reads_every_document(logic: BusinessLogic, fixture_docs: dict[str, dict
 
 
 def test_list_in_insertion_order_with_filters(logic: BusinessLogic) -> None:
-    assert [c.id for c in logic.list()] == IDS
-    assert [c.id for c in logic.list(paused=True)] == ["itnhbufw", "zpjqttwq"]
-    assert [c.id for c in logic.list(late=True)] == ["zpjqttwq", "gnirvvzt"]
-    assert [c.id for c in logic.list(search="dba@")] == ["wmtoitnt"]
+    assert [c.id for c in logic.list_canaries()] == IDS
+    assert [c.id for c in logic.list_canaries(paused=True)] == ["itnhbufw", "zpjqttwq"]
+    assert [c.id for c in logic.list_canaries(late=True)] == ["zpjqttwq", "gnirvvzt"]
+    assert [c.id for c in logic.list_canaries(search="dba@")] == ["wmtoitnt"]
     assert logic.store.earliest_deadline() == datetime(2026, 11, 26, 3, 36, 58, 77000, tzinfo=UTC)
     assert [c.id for c in logic.store.due_canaries(NOW, 10)] == ["ccujkbby"]
 
@@ -163,7 +163,7 @@ def test_writes_keep_coal_mines_shape(
 
 def test_delete_and_recreate(logic: BusinessLogic, db: Any) -> None:
     logic.delete("itnhbufw")
-    assert [c.id for c in logic.list()] == ["wmtoitnt", "ccujkbby", "zpjqttwq", "gnirvvzt"]
+    assert [c.id for c in logic.list_canaries()] == ["wmtoitnt", "ccujkbby", "zpjqttwq", "gnirvvzt"]
     again = logic.create("Paused Job", 3600)
     assert logic.find_identifier(slug="paused-job") == again.id
     with pytest.raises(Exception, match="already exists"):

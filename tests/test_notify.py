@@ -41,6 +41,7 @@ def notification(
         canary_id="abcdefgh",
         kind=kind,
         created=T0,
+        not_before=T0,
         payload={
             "id": "abcdefgh",
             "name": name,
