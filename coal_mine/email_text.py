@@ -12,8 +12,10 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-# 0.7.1 lists this many of the newest history entries.
-RECENT_EVENTS = 15
+from coal_mine.models import NOTIFICATION_HISTORY_ENTRIES
+
+# 0.7.1 lists this many of the newest history entries (the payload keeps as many).
+RECENT_EVENTS = NOTIFICATION_HISTORY_ENTRIES
 
 
 def render_time(value: object) -> str:
