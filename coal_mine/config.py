@@ -59,6 +59,19 @@ class MongoConfig:
 
 
 @dataclass(frozen=True)
+class PostgresConfig:
+    """`uri` is a libpq URI or conninfo string; `source` names where it came from, for errors."""
+
+    uri: str
+    source: str = "[postgresql] uri"
+
+
+# The environment variables that name a PostgreSQL database, the first set one winning.
+POSTGRESQL_VARIABLES = ("POSTGRESQL_URI", "DATABASE_URL")
+STORE_SECTIONS = ("mongodb", "postgresql", "sqlite")
+
+
+@dataclass(frozen=True)
 class EmailConfig:
     sender: str | None = None
     host: str = "localhost"
@@ -93,7 +106,7 @@ class Config:
     """Everything the server needs. `source` says where it came from."""
 
     source: str
-    store: SQLiteConfig | MongoConfig
+    store: SQLiteConfig | MongoConfig | PostgresConfig
     email: EmailConfig = field(default_factory=EmailConfig)
     wsgi: WsgiConfig = field(default_factory=WsgiConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
@@ -105,6 +118,7 @@ _KNOWN = {
     "logging": {"file", "rotate", "max_size", "backup_count"},
     "sqlite": {"path", "synchronous"},
     "mongodb": {"hosts", "database", "username", "password"},
+    "postgresql": {"uri"},
     "email": {"sender", "host", "port", "username", "password", "security", "timeout"},
     "wsgi": {
         "port",
@@ -223,8 +237,33 @@ def _wsgi(get: Getter, where: Namer) -> WsgiConfig:
     return WsgiConfig(**_given(get, where, _WSGI_PARSERS))
 
 
+def _postgresql_uri(where: str, uri: str) -> PostgresConfig:
+    uri = uri.strip()
+    if "://" in uri and not uri.startswith(("postgresql://", "postgres://")):
+        raise ConfigError(f"{where}: not a PostgreSQL URI (postgresql://user:password@host:port/database)")
+    return PostgresConfig(uri=uri, source=where)
+
+
+def environment_store(environ: Mapping[str, str]) -> MongoConfig | PostgresConfig | None:
+    """The store the environment names, or None: MONGODB_URI, else POSTGRESQL_URI, else
+    DATABASE_URL (Heroku's). MongoDB and PostgreSQL both named is an error naming both."""
+    postgres = next((name for name in POSTGRESQL_VARIABLES if (environ.get(name) or "").strip()), None)
+    mongo = (environ.get("MONGODB_URI") or "").strip()
+    if mongo and postgres:
+        raise ConfigError(f"MONGODB_URI and {postgres} both name a store; set only one of them")
+    if mongo:
+        return MongoConfig(hosts=mongo, source="MONGODB_URI")
+    if postgres:
+        return _postgresql_uri(postgres, environ[postgres])
+    return None
+
+
 def from_environment(environ: Mapping[str, str]) -> Config:
-    """The environment mode, used when MONGODB_URI is set (as on Heroku)."""
+    """The environment mode, used when MONGODB_URI, POSTGRESQL_URI or DATABASE_URL is set
+    (as on Heroku)."""
+    store = environment_store(environ)
+    if store is None:
+        raise ConfigError("no store in the environment (MONGODB_URI, POSTGRESQL_URI or DATABASE_URL)")
 
     def getter(names: dict[str, str]) -> Getter:
         return lambda key: (environ.get(names[key]) or None) if key in names else None
@@ -255,7 +294,7 @@ def from_environment(environ: Mapping[str, str]) -> Config:
         raise ConfigError("SMTP_USERNAME and SMTP_PASSWORD must be given together")
     return Config(
         source="environment",
-        store=MongoConfig(hosts=environ["MONGODB_URI"].strip(), source="MONGODB_URI"),
+        store=store,
         email=email,
         wsgi=_wsgi(getter(wsgi_names), where(wsgi_names)),
     )
@@ -299,10 +338,16 @@ def from_ini(path: str) -> Config:
     else:
         email = EmailConfig()
 
-    store: SQLiteConfig | MongoConfig
-    if parser.has_section("mongodb") and parser.has_section("sqlite"):
-        raise ConfigError(f"{path}: [mongodb] and [sqlite] cannot both be given")
-    if parser.has_section("mongodb"):
+    store: SQLiteConfig | MongoConfig | PostgresConfig
+    stores = [f"[{name}]" for name in STORE_SECTIONS if parser.has_section(name)]
+    if len(stores) > 1:
+        raise ConfigError(f"{path}: {' and '.join(stores)} cannot be given together (one store only)")
+    if parser.has_section("postgresql"):
+        uri = getter("postgresql")("uri")
+        if not uri:
+            raise ConfigError(f"{path}: [postgresql] uri is required")
+        store = _postgresql_uri("[postgresql] uri", uri)
+    elif parser.has_section("mongodb"):
         settings = dict(parser["mongodb"])
         hosts = settings.pop("hosts", "").strip()
         if not hosts:
@@ -348,13 +393,14 @@ def load_config(
     search_dirs: tuple[str, ...] = SEARCH_DIRS,
 ) -> Config:
     """The server's configuration: an explicit file, else the environment mode when
-    MONGODB_URI is set, else the first coal-mine.ini found, else the defaults (SQLite)."""
+    MONGODB_URI, POSTGRESQL_URI or DATABASE_URL is set, else the first coal-mine.ini
+    found, else the defaults (SQLite)."""
     environ = os.environ if environ is None else environ
     if path is not None:
         if not os.path.isfile(path):
             raise ConfigError(f"--config: no such file {path}")
         return from_ini(path)
-    if environ.get("MONGODB_URI"):
+    if environment_store(environ) is not None:
         return from_environment(environ)
     found = find_config_file(search_dirs)
     if found:

@@ -16,7 +16,15 @@ from coal_mine.abstract_store import AbstractStore
 from coal_mine.api import Api
 from coal_mine.business_logic import BusinessLogic
 from coal_mine.clock import Clock
-from coal_mine.config import Config, ConfigError, LoggingConfig, MongoConfig, WsgiConfig, load_config
+from coal_mine.config import (
+    Config,
+    ConfigError,
+    LoggingConfig,
+    MongoConfig,
+    PostgresConfig,
+    WsgiConfig,
+    load_config,
+)
 from coal_mine.http_server import PooledWSGIServer
 from coal_mine.models import CoalMineError
 
@@ -24,7 +32,17 @@ log = logging.getLogger("coal_mine")
 
 
 def open_store(config: Config) -> AbstractStore:
-    """Open the configured store (SQLite unless MongoDB is configured)."""
+    """Open the configured store (SQLite unless MongoDB or PostgreSQL is configured)."""
+    if isinstance(config.store, PostgresConfig):
+        from coal_mine.postgres_store import PostgresStore
+
+        try:
+            # One connection per request worker, plus the watcher's and the sender's.
+            postgres = PostgresStore(config.store.uri, max_connections=config.wsgi.workers + 4)
+        except CoalMineError as exc:
+            raise ConfigError(f"{config.store.source}: {exc}") from None
+        log.info("Using PostgreSQL database %s", postgres.database)
+        return postgres
     if isinstance(config.store, MongoConfig):
         from coal_mine.mongo_store import MongoSettingsError, MongoStore
 

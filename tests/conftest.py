@@ -12,7 +12,7 @@ from coal_mine.abstract_store import AbstractStore
 from coal_mine.business_logic import BusinessLogic
 from coal_mine.clock import FakeClock
 from tests.helpers import ServerProcess
-from tests.stores import STORE_FACTORIES
+from tests.stores import POSTGRESQL_SKIP_REASON, POSTGRESQL_URI_VARIABLE, STORE_FACTORIES
 
 
 @pytest.fixture
@@ -49,8 +49,14 @@ def logic(store: AbstractStore, clock: FakeClock) -> BusinessLogic:
     return BusinessLogic(store, clock)
 
 
+def _postgresql_count(terminalreporter: pytest.TerminalReporter, outcome: str) -> int:
+    """How many PostgreSQL tests (test_postgres_*.py, or a [postgresql] variant) had `outcome`."""
+    return sum(1 for report in terminalreporter.stats.get(outcome, []) if "postgres" in report.nodeid)
+
+
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
-    """Say in one line whether the live-MongoDB variants ran (without a server they skip)."""
+    """Say in one line each whether the live-MongoDB and PostgreSQL variants ran
+    (without a server they skip)."""
     if os.environ.get("COAL_MINE_TEST_MONGODB_URI"):
         terminalreporter.write_line("live MongoDB tests: ran against COAL_MINE_TEST_MONGODB_URI")
     else:
@@ -58,3 +64,12 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
             "live MongoDB tests: skipped, COAL_MINE_TEST_MONGODB_URI is not set "
             "(no MongoDB server on this machine); mongomock variants ran"
         )
+    if os.environ.get(POSTGRESQL_URI_VARIABLE):
+        # .ci/run reads this line: it fails unless some passed and none skipped.
+        passed = _postgresql_count(terminalreporter, "passed")
+        skipped = _postgresql_count(terminalreporter, "skipped")
+        terminalreporter.write_line(
+            f"live PostgreSQL tests: {passed} passed, {skipped} skipped against {POSTGRESQL_URI_VARIABLE}"
+        )
+    else:
+        terminalreporter.write_line(f"live PostgreSQL tests: skipped, {POSTGRESQL_SKIP_REASON}")

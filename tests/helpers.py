@@ -49,7 +49,8 @@ def http_get(url: str, timeout: float = 10.0) -> tuple[int, dict[str, Any]]:
 
 
 class ServerProcess:
-    """A real `coal-mine` process on a free 127.0.0.1 port, with its SQLite file in `workdir`.
+    """A real `coal-mine` process on a free 127.0.0.1 port, with its SQLite file in `workdir`
+    (unless `ini_extra` names another store).
 
     Use as a context manager; the process is stopped (SIGTERM, then SIGKILL) on exit.
     """
@@ -73,7 +74,7 @@ class ServerProcess:
         wsgi = f"[wsgi]\nhost = 127.0.0.1\nport = {self.port}\n"
         if auth_key:
             wsgi += f"auth_key = {auth_key}\n"
-        if "[sqlite]" not in ini_extra and "[mongodb]" not in ini_extra:
+        if not any(f"[{name}]" in ini_extra for name in ("sqlite", "mongodb", "postgresql")):
             ini_extra = f"[sqlite]\npath = {self.workdir / 'coal-mine.sqlite3'}\n" + ini_extra
         self.ini.write_text(wsgi + ini_extra)
         self.log_path = self.workdir / "server.log"
@@ -81,7 +82,8 @@ class ServerProcess:
 
     def start(self) -> ServerProcess:
         env = dict(os.environ, PYTHONPATH=str(REPO))
-        env.pop("MONGODB_URI", None)
+        for name in ("MONGODB_URI", "POSTGRESQL_URI", "DATABASE_URL"):
+            env.pop(name, None)
         env.update(self.env or {})
         self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
         self.process = subprocess.Popen(

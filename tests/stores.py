@@ -114,3 +114,60 @@ STORE_FACTORIES: dict[str, StoreFactory] = {
     "mongomock": mongomock_store,
     "mongodb": live_mongodb_store,
 }
+
+
+POSTGRESQL_URI_VARIABLE = "COAL_MINE_TEST_POSTGRESQL_URI"
+POSTGRESQL_SKIP_REASON = (
+    f"{POSTGRESQL_URI_VARIABLE} is not set: no PostgreSQL server to test against "
+    "(run the tests under `python3 tests/pg_cluster.py -- ...`, as .ci/run does)"
+)
+
+
+def postgresql_uri() -> str:
+    """The live test server's URI; skips the test without it."""
+    uri = os.environ.get(POSTGRESQL_URI_VARIABLE)
+    if not uri:
+        pytest.skip(POSTGRESQL_SKIP_REASON)
+    return uri
+
+
+def schema_uri(uri: str, schema: str) -> str:
+    """`uri` with a search_path that puts the store's tables into `schema`."""
+    separator = "&" if "?" in uri else "?"
+    return f"{uri}{separator}options=-csearch_path%3D{schema}"
+
+
+class ThrowAwaySchema:
+    """A fresh schema in the test database, dropped by drop(); `uri` puts tables there."""
+
+    def __init__(self) -> None:
+        import psycopg
+
+        self.base = postgresql_uri()
+        self.name = f"t_{uuid.uuid4().hex[:16]}"
+        with psycopg.connect(self.base, autocommit=True) as conn:
+            conn.execute(f"CREATE SCHEMA {self.name}")
+        self.uri = schema_uri(self.base, self.name)
+
+    def drop(self) -> None:
+        import psycopg
+
+        with psycopg.connect(self.base, autocommit=True) as conn:
+            conn.execute(f"DROP SCHEMA {self.name} CASCADE")
+
+
+def postgresql_store(tmp: Path | None = None) -> AbstractStore:
+    """A PostgresStore in a schema of its own on the live test server (skips without it)."""
+    from coal_mine.postgres_store import PostgresStore
+
+    schema = ThrowAwaySchema()
+
+    class _ThrowAwayPostgresStore(PostgresStore):
+        def close(self) -> None:
+            super().close()
+            schema.drop()
+
+    return _ThrowAwayPostgresStore(schema.uri, max_connections=4)
+
+
+STORE_FACTORIES["postgresql"] = postgresql_store

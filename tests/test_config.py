@@ -168,7 +168,9 @@ def test_missing_explicit_file(tmp_path: Path) -> None:
 
 def run_server(tmp_path: Path, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
     environment = dict(os.environ, PYTHONPATH=str(REPO), **(env or {}))
-    environment.pop("MONGODB_URI", None) if not env or "MONGODB_URI" not in env else None
+    for name in ("MONGODB_URI", "POSTGRESQL_URI", "DATABASE_URL"):
+        if name not in (env or {}):
+            environment.pop(name, None)
     return subprocess.run(
         [sys.executable, "-m", "coal_mine.server", *args],
         cwd=tmp_path,

@@ -1,4 +1,5 @@
-"""Late and resumed email end to end: real server processes, real SQLite, real SMTP (aiosmtpd)."""
+"""Late and resumed email end to end: real server processes, real SQLite (and PostgreSQL,
+when COAL_MINE_TEST_POSTGRESQL_URI names a server), real SMTP (aiosmtpd)."""
 
 from __future__ import annotations
 
@@ -14,18 +15,36 @@ import pytest
 
 from tests.helpers import ServerProcess
 from tests.smtp_sink import Received, SMTPSink
+from tests.stores import ThrowAwaySchema
 
 PERIOD = 0.3
 
 
-def ini(smtp_port: int, db: Path | None = None) -> str:
+def ini(smtp_port: int, db: Path | str | None = None) -> str:
+    """Email and watcher settings; `db` is an SQLite file or a whole store section."""
     text = (
         f"[email]\nsender = coal@example.net\nhost = 127.0.0.1\nport = {smtp_port}\ntimeout = 5\n"
         "[watcher]\nrescan_interval = 0.2\nretry_max_delay = 0.4\n"
     )
-    if db is not None:
+    if isinstance(db, str):
+        text = db + text
+    elif db is not None:
         text = f"[sqlite]\npath = {db}\n" + text
     return text
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_ini(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """The store section shared by every process of a test: an SQLite file, or a
+    throw-away schema on the live PostgreSQL server (skipped without one)."""
+    if request.param == "sqlite":
+        yield f"[sqlite]\npath = {tmp_path / 'shared.sqlite3'}\n"
+        return
+    schema = ThrowAwaySchema()
+    try:
+        yield f"[postgresql]\nuri = {schema.uri}\n"
+    finally:
+        schema.drop()
 
 
 @pytest.fixture
@@ -67,8 +86,8 @@ def settle(sink: SMTPSink, count: int, extra: float = 1.0) -> list[Received]:
     return list(sink.messages)
 
 
-def test_late_then_resumed(tmp_path: Path, sink: SMTPSink) -> None:
-    with ServerProcess(tmp_path, ini_extra=ini(sink.port)) as server:
+def test_late_then_resumed(tmp_path: Path, sink: SMTPSink, store_ini: str) -> None:
+    with ServerProcess(tmp_path, ini_extra=ini(sink.port, store_ini)) as server:
         canary = create(server, "Nightly backup", emails=("ops@example.com", "dev@example.org"))
         (late,) = sink.wait_for(1)
         deadline = datetime.fromisoformat(canary["deadline"])
@@ -87,9 +106,9 @@ def test_late_then_resumed(tmp_path: Path, sink: SMTPSink) -> None:
     assert f"(canary {canary['id']}, late): sent to ops@example.com, dev@example.org" in log
 
 
-def test_smtp_down_then_back_all_events_in_order_once(tmp_path: Path) -> None:
+def test_smtp_down_then_back_all_events_in_order_once(tmp_path: Path, store_ini: str) -> None:
     sink = SMTPSink()  # not listening yet
-    with ServerProcess(tmp_path, ini_extra=ini(sink.port)) as server:
+    with ServerProcess(tmp_path, ini_extra=ini(sink.port, store_ini)) as server:
         cid = create(server, "Flaky")["id"]
         wait_until(lambda: is_late(server, cid))
         server.call("trigger", id=cid)
@@ -102,12 +121,12 @@ def test_smtp_down_then_back_all_events_in_order_once(tmp_path: Path) -> None:
     assert "delivery failed (attempt 1, temporary)" in log
 
 
-def test_killed_while_pending_then_restarted(tmp_path: Path) -> None:
+def test_killed_while_pending_then_restarted(tmp_path: Path, store_ini: str) -> None:
     sink = SMTPSink()
     # The first failed attempt is followed by a 1 s pause: killing the server right after
     # it means no attempt (and so no lease) is in progress, and the restarted process may
     # claim the event at once instead of waiting for a dead sender's lease to expire.
-    slow_retries = ini(sink.port).replace("retry_max_delay = 0.4", "retry_max_delay = 5")
+    slow_retries = ini(sink.port, store_ini).replace("retry_max_delay = 0.4", "retry_max_delay = 5")
     server = ServerProcess(tmp_path, ini_extra=slow_retries).start()
     try:
         cid = create(server, "Survivor")["id"]
@@ -122,11 +141,12 @@ def test_killed_while_pending_then_restarted(tmp_path: Path) -> None:
     assert events(got) == [(cid, "late")]
 
 
-def test_two_background_processes_send_each_event_once(tmp_path: Path, sink: SMTPSink) -> None:
-    db = tmp_path / "shared.sqlite3"
-    web = ServerProcess(tmp_path / "web", ini_extra=ini(sink.port, db), args=("--web",))
+def test_two_background_processes_send_each_event_once(
+    tmp_path: Path, sink: SMTPSink, store_ini: str
+) -> None:
+    web = ServerProcess(tmp_path / "web", ini_extra=ini(sink.port, store_ini), args=("--web",))
     workers = [
-        ServerProcess(tmp_path / f"bg{i}", ini_extra=ini(sink.port, db), args=("--background",))
+        ServerProcess(tmp_path / f"bg{i}", ini_extra=ini(sink.port, store_ini), args=("--background",))
         for i in range(2)
     ]
     with web:
@@ -147,8 +167,8 @@ def test_two_background_processes_send_each_event_once(tmp_path: Path, sink: SMT
     assert sum(worker.log().count("): sent to") for worker in workers) == 40
 
 
-def test_header_injection_through_the_api(tmp_path: Path, sink: SMTPSink) -> None:
-    with ServerProcess(tmp_path, ini_extra=ini(sink.port)) as server:
+def test_header_injection_through_the_api(tmp_path: Path, sink: SMTPSink, store_ini: str) -> None:
+    with ServerProcess(tmp_path, ini_extra=ini(sink.port, store_ini)) as server:
         cid = create(server, "Evil\r\nBcc: evil@attacker.example\r\nX-Injected: yes")["id"]
         (late,) = sink.wait_for(1)
         server.call("trigger", id=cid, comment="x\r\nBcc: evil2@attacker.example")
@@ -161,9 +181,9 @@ def test_header_injection_through_the_api(tmp_path: Path, sink: SMTPSink) -> Non
     assert late.subject == "[LATE] Evil Bcc: evil@attacker.example X-Injected: yes has not reported"
 
 
-def test_non_ascii_name_and_comment_delivered_intact(tmp_path: Path, sink: SMTPSink) -> None:
+def test_non_ascii_name_and_comment_delivered_intact(tmp_path: Path, sink: SMTPSink, store_ini: str) -> None:
     name = "Sauvegarde — Zürich ✓ 夜間"
-    with ServerProcess(tmp_path, ini_extra=ini(sink.port)) as server:
+    with ServerProcess(tmp_path, ini_extra=ini(sink.port, store_ini)) as server:
         cid = create(server, name, emails=("équipe@example.com",))["id"]
         sink.wait_for(1)
         server.call("trigger", id=cid, comment="déjà vu ✓")

@@ -1,0 +1,120 @@
+"""PostgreSQL store plumbing: the versioned schema, connection settings and error mapping.
+
+The schema lives in the database named by the URI, in the first schema of the
+connection's search_path (`public` unless the URI's `options` say otherwise).
+Table `coal_mine_schema` holds its version; every process migrates at start,
+one at a time under an advisory lock, so two processes starting together never
+race and a newer schema than this code knows is refused.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from urllib.parse import urlsplit, urlunsplit
+
+import psycopg
+
+from coal_mine.models import StoreUnavailableError
+
+log = logging.getLogger(__name__)
+
+# pg_advisory_xact_lock key: "coalmine" in ASCII, so it will not collide by chance.
+MIGRATION_LOCK = 0x636F616C6D696E65
+SCHEMA_VERSION = 1
+
+# Each entry migrates the schema from version N to N + 1, in one transaction.
+MIGRATIONS = [
+    """
+    CREATE TABLE canaries (
+        seq bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,  -- creation order
+        id text NOT NULL CONSTRAINT canaries_id_key UNIQUE,
+        name text NOT NULL,
+        slug text NOT NULL CONSTRAINT canaries_slug_key UNIQUE,
+        periodicity_seconds double precision,                 -- a number of seconds ...
+        periodicity_schedule text,                            -- ... or a schedule, never both
+        description text NOT NULL DEFAULT '',
+        emails text[] NOT NULL DEFAULT '{}',
+        paused boolean NOT NULL DEFAULT false,
+        late boolean NOT NULL DEFAULT false,
+        deadline timestamptz(3),
+        history_count integer NOT NULL DEFAULT 0,
+        history_oldest timestamptz(3),
+        CHECK ((periodicity_seconds IS NULL) <> (periodicity_schedule IS NULL))
+    );
+    -- The watcher: earliest deadline and due canaries.
+    CREATE INDEX canaries_watched ON canaries (deadline) WHERE NOT paused AND NOT late;
+    -- The list filters, each in creation order.
+    CREATE INDEX canaries_paused_late ON canaries (paused, late, seq);
+    CREATE INDEX canaries_paused ON canaries (paused, seq);
+    CREATE INDEX canaries_late ON canaries (late, seq);
+    CREATE TABLE history (
+        hid bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        canary_seq bigint NOT NULL,
+        ts timestamptz(3) NOT NULL,
+        comment text NOT NULL
+    );
+    CREATE INDEX history_by_canary ON history (canary_seq, ts, hid);
+    CREATE TABLE notifications (
+        nid bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        canary_id text NOT NULL,
+        kind text NOT NULL,
+        created timestamptz(3) NOT NULL,
+        payload json NOT NULL,
+        attempts integer NOT NULL DEFAULT 0,
+        not_before timestamptz(3) NOT NULL,
+        lease_owner text,
+        lease_until timestamptz(3)
+    );
+    CREATE INDEX notifications_by_canary ON notifications (canary_id, nid);
+    """,
+]
+
+
+def redact(text: str, uri: str) -> str:
+    """`text` without the URI or its password (error messages may quote either)."""
+    password = urlsplit(uri).password if "://" in uri else None
+    text = text.replace(uri, safe_uri(uri))
+    if password:
+        text = text.replace(password, "***")
+    return re.sub(r"password=\S+", "password=***", text)
+
+
+def safe_uri(uri: str) -> str:
+    """The URI with its password replaced, for messages."""
+    parts = urlsplit(uri)
+    if parts.password is None:
+        return uri
+    netloc = parts.netloc.rsplit("@", 1)
+    return urlunsplit(parts._replace(netloc=f"{parts.username}:***@{netloc[-1]}"))
+
+
+def describe(exc: BaseException, uri: str) -> str:
+    """One line about a psycopg error, password and URI left out."""
+    return redact(" ".join(str(exc).split()), uri) or type(exc).__name__
+
+
+def unavailable(what: str, exc: BaseException, uri: str) -> StoreUnavailableError:
+    return StoreUnavailableError(f"PostgreSQL is unavailable ({what}): {describe(exc, uri)}")
+
+
+def migrate(conn: psycopg.Connection, where: str) -> None:
+    """Create or upgrade the schema to SCHEMA_VERSION (conn in autocommit mode)."""
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
+        conn.execute("CREATE TABLE IF NOT EXISTS coal_mine_schema (version integer NOT NULL)")
+        row = conn.execute("SELECT version FROM coal_mine_schema").fetchone()
+        version = row[0] if row else 0
+        if version > SCHEMA_VERSION:
+            raise StoreUnavailableError(
+                f"{where} has schema version {version}, newer than this server knows ({SCHEMA_VERSION})"
+            )
+        for step in range(version, SCHEMA_VERSION):
+            conn.execute(MIGRATIONS[step].encode())
+            if version:
+                log.info("Migrated %s to schema version %d", where, step + 1)
+        if not row:
+            conn.execute("INSERT INTO coal_mine_schema VALUES (%s)", (SCHEMA_VERSION,))
+            log.info("Created the Coal Mine tables in %s (schema version %d)", where, SCHEMA_VERSION)
+        elif version != SCHEMA_VERSION:
+            conn.execute("UPDATE coal_mine_schema SET version = %s", (SCHEMA_VERSION,))

@@ -1,0 +1,127 @@
+"""PostgreSQL store: the SQL fragments it shares, row conversion and history pruning."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from typing import Any
+
+import psycopg
+
+from coal_mine.clock import to_millis
+from coal_mine.models import Canary, NewNotification, Notification, PrunePolicy
+
+CANARY_COLUMNS = (
+    "c.seq, c.id, c.name, c.slug, c.periodicity_seconds, c.periodicity_schedule, "
+    "c.description, c.emails, c.paused, c.late, c.deadline"
+)
+HISTORY_ARRAYS = (
+    "ARRAY(SELECT h.ts FROM history h WHERE h.canary_seq = c.seq ORDER BY h.ts DESC, h.hid DESC), "
+    "ARRAY(SELECT h.comment FROM history h WHERE h.canary_seq = c.seq ORDER BY h.ts DESC, h.hid DESC)"
+)
+NOTE_COLUMNS = "n.nid, n.canary_id, n.kind, n.created, n.payload, n.attempts, n.not_before"
+# Only the oldest pending notification of a canary may be sent, so that one
+# canary's messages always go out in the order they happened.
+HEAD = "n.nid = (SELECT min(m.nid) FROM notifications m WHERE m.canary_id = n.canary_id)"
+# Inserts the notifications passed as parallel arrays, in order, for the canary `u` names.
+INSERT_NOTES = (
+    "INSERT INTO notifications (canary_id, kind, created, payload, not_before) "
+    "SELECT u.id, t.kind, t.created, t.payload::json, t.created FROM u, "
+    "unnest(%(kinds)s::text[], %(created)s::timestamptz[], %(payloads)s::text[]) "
+    "WITH ORDINALITY AS t(kind, created, payload, o) ORDER BY t.o"
+)
+
+
+def ms(value: datetime | None) -> datetime | None:
+    return None if value is None else to_millis(value)
+
+
+def utc(value: datetime | None) -> datetime | None:
+    return None if value is None else value.astimezone(UTC)
+
+
+def periodicity(value: float | str) -> tuple[float | None, str | None]:
+    return (None, value) if isinstance(value, str) else (float(value), None)
+
+
+def row_to_canary(row: Any, history: bool) -> Canary:
+    _seq, cid, name, slug, seconds, schedule, description, emails, paused, late, deadline = row[:11]
+    entries = None
+    if history:
+        entries = [(utc(ts), comment) for ts, comment in zip(row[11], row[12], strict=True)]
+    return Canary(
+        id=cid,
+        name=name,
+        slug=slug,
+        periodicity=schedule if schedule is not None else seconds,
+        description=description,
+        emails=list(emails),
+        paused=paused,
+        late=late,
+        deadline=utc(deadline),
+        history=entries,  # type: ignore[arg-type]
+    )
+
+
+def row_to_notification(row: Any) -> Notification:
+    nid, canary_id, kind, created, payload, attempts, not_before = row
+    return Notification(
+        id=nid,
+        canary_id=canary_id,
+        kind=kind,
+        created=created.astimezone(UTC),
+        payload=payload,
+        attempts=attempts,
+        not_before=not_before.astimezone(UTC),
+    )
+
+
+def notes_params(notifications: Iterable[NewNotification]) -> dict[str, Any]:
+    notes = list(notifications)
+    return {
+        "kinds": [n.kind for n in notes],
+        "created": [ms(n.created) for n in notes],
+        "payloads": [json.dumps(n.payload) for n in notes],
+    }
+
+
+def prune_needed(count: int, oldest: datetime | None, policy: PrunePolicy) -> bool:
+    return count > policy.max_entries or (
+        count > policy.min_entries and oldest is not None and oldest < policy.older_than
+    )
+
+
+def prune_history(conn: psycopg.Connection, seq: int, policy: PrunePolicy) -> None:
+    """Delete the oldest entries by index range, the canary row locked meanwhile.
+
+    Runs after the write that appended the entry, from the count as it is now,
+    so a concurrent append or prune of the same canary is counted right; if
+    the process dies in between, the next write of this canary prunes instead.
+    """
+    with conn.transaction():
+        row = conn.execute(
+            "SELECT history_count, history_oldest FROM canaries WHERE seq = %s FOR UPDATE", (seq,)
+        ).fetchone()
+        if row is None:
+            return
+        count, oldest = row
+        remaining = count
+        if remaining > policy.min_entries and oldest is not None and oldest < policy.older_than:
+            remaining -= conn.execute(
+                "DELETE FROM history WHERE hid IN (SELECT hid FROM history WHERE canary_seq = %s "
+                "AND ts < %s ORDER BY ts, hid LIMIT %s)",
+                (seq, ms(policy.older_than), remaining - policy.min_entries),
+            ).rowcount
+        if remaining > policy.max_entries:
+            remaining -= conn.execute(
+                "DELETE FROM history WHERE hid IN (SELECT hid FROM history WHERE canary_seq = %s "
+                "ORDER BY ts, hid LIMIT %s)",
+                (seq, remaining - policy.max_entries),
+            ).rowcount
+        if remaining != count:
+            conn.execute(
+                "UPDATE canaries SET history_count = %s, history_oldest = "
+                "(SELECT min(ts) FROM history WHERE canary_seq = %s) WHERE seq = %s",
+                (remaining, seq, seq),
+            )

@@ -1,0 +1,390 @@
+"""PostgreSQL store: many web and background processes on one server database.
+
+Every write that matters is one statement (a canary's change, its history entry
+and the notifications it causes go in one data-modifying CTE), so it is atomic
+without a round trip for BEGIN and COMMIT; pruning history takes a transaction
+of its own that locks the canary row. Notifications are claimed with
+`FOR UPDATE SKIP LOCKED` plus a lease, so several background processes never
+send one twice. A dropped connection or a restarted server is a
+StoreUnavailableError (HTTP 503); the pool replaces broken connections.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from datetime import datetime
+from typing import Any, TypeVar
+
+import psycopg
+from psycopg import errors
+from psycopg_pool import ConnectionPool, PoolTimeout
+
+from coal_mine.abstract_store import CANARY_FIELDS, AbstractStore
+from coal_mine.models import (
+    AlreadyExistsError,
+    Canary,
+    HistoryEntry,
+    NewNotification,
+    Notification,
+    PrunePolicy,
+    StoreUnavailableError,
+)
+from coal_mine.postgres_db import describe, migrate, safe_uri, unavailable
+from coal_mine.postgres_rows import (
+    CANARY_COLUMNS,
+    HEAD,
+    HISTORY_ARRAYS,
+    INSERT_NOTES,
+    NOTE_COLUMNS,
+    ms,
+    notes_params,
+    periodicity,
+    prune_history,
+    prune_needed,
+    row_to_canary,
+    row_to_notification,
+    utc,
+)
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+CONNECT_TIMEOUT = 5  # seconds to open a connection
+POOL_TIMEOUT = 4.0  # seconds a request waits for a free connection
+STATEMENT_TIMEOUT_MS = 5000  # so a request answers (503) before the HTTP request timeout
+_PAGE = 500  # canaries per query while streaming a list
+
+
+class PostgresStore(AbstractStore):
+    """Canaries in a PostgreSQL database, shared by any number of processes.
+
+    `uri` is a libpq URI or conninfo string (postgresql://user:password@host/db).
+    The schema is created or migrated here; StoreUnavailableError says why the
+    server could not be reached (password and URI left out).
+    """
+
+    def __init__(self, uri: str, *, max_connections: int = 20) -> None:
+        self.uri = uri
+        self.where = safe_uri(uri) if "://" in uri else "the PostgreSQL database"
+        try:
+            with psycopg.connect(uri, autocommit=True, connect_timeout=CONNECT_TIMEOUT) as conn:
+                conn.execute("SET TimeZone TO 'UTC'")
+                migrate(conn, f"PostgreSQL database {conn.info.dbname}")
+                self.database = conn.info.dbname
+        except psycopg.Error as exc:
+            raise StoreUnavailableError(f"Cannot use PostgreSQL: {describe(exc, uri)}") from None
+        self._pool = ConnectionPool(
+            uri,
+            kwargs={"autocommit": True, "connect_timeout": CONNECT_TIMEOUT},
+            min_size=1,
+            max_size=max(1, max_connections),
+            timeout=POOL_TIMEOUT,
+            configure=self._configure,
+            reconnect_failed=self._reconnect_failed,
+            name="coal-mine",
+            open=False,
+        )
+        self._pool.open(wait=False)
+
+    @staticmethod
+    def _configure(conn: psycopg.Connection) -> None:
+        conn.execute(f"SET TimeZone TO 'UTC'; SET statement_timeout = {STATEMENT_TIMEOUT_MS}")
+
+    def _reconnect_failed(self, pool: ConnectionPool) -> None:
+        log.warning("Still cannot reconnect to PostgreSQL; requests answer 503 until it is back")
+
+    def close(self) -> None:
+        self._pool.close()
+
+    # --- running statements -------------------------------------------------
+
+    def _run(self, what: str, work: Callable[[psycopg.Connection], T], *, idempotent: bool = False) -> T:
+        """Run `work` on a pooled connection; connection trouble becomes StoreUnavailableError.
+
+        After a server restart the idle pooled connections are dead and fail their
+        next statement before running it (AdminShutdown); such a statement, and
+        any idempotent one, is tried once more on a fresh connection.
+        """
+        for attempt in (1, 2):
+            try:
+                with self._pool.connection() as conn:
+                    return work(conn)
+            except PoolTimeout as exc:
+                raise StoreUnavailableError(
+                    f"PostgreSQL is unavailable ({what}): no connection within {POOL_TIMEOUT:g} s"
+                ) from exc
+            except (errors.AdminShutdown, errors.CannotConnectNow) as exc:
+                self._pool.check()
+                if attempt == 2:
+                    raise unavailable(what, exc, self.uri) from exc
+            except psycopg.OperationalError as exc:
+                # Includes statement_timeout (QueryCanceled) and a connection dropped mid-statement.
+                self._pool.check()
+                if attempt == 2 or not idempotent:
+                    raise unavailable(what, exc, self.uri) from exc
+            except psycopg.InterfaceError as exc:
+                raise unavailable(what, exc, self.uri) from exc
+        raise AssertionError("unreachable")
+
+    # --- canaries -------------------------------------------------------------
+
+    def create(self, canary: Canary) -> None:
+        history = list(reversed(canary.history or []))  # oldest first, so hid follows time
+        seconds, schedule = periodicity(canary.periodicity)
+        params = {
+            "id": canary.id,
+            "name": canary.name,
+            "slug": canary.slug,
+            "seconds": seconds,
+            "schedule": schedule,
+            "description": canary.description,
+            "emails": list(canary.emails),
+            "paused": canary.paused,
+            "late": canary.late,
+            "deadline": ms(canary.deadline),
+            "count": len(history),
+            "oldest": ms(min((ts for ts, _ in history), default=None)),
+            "ts": [ms(ts) for ts, _ in history],
+            "comments": [comment for _, comment in history],
+        }
+
+        def work(conn: psycopg.Connection) -> None:
+            conn.execute(
+                "WITH c AS (INSERT INTO canaries (id, name, slug, periodicity_seconds, "
+                "periodicity_schedule, description, emails, paused, late, deadline, history_count, "
+                "history_oldest) VALUES (%(id)s, %(name)s, %(slug)s, %(seconds)s, %(schedule)s, "
+                "%(description)s, %(emails)s, %(paused)s, %(late)s, %(deadline)s, %(count)s, %(oldest)s) "
+                "RETURNING seq) "
+                "INSERT INTO history (canary_seq, ts, comment) SELECT c.seq, t.ts, t.comment FROM c, "
+                "unnest(%(ts)s::timestamptz[], %(comments)s::text[]) WITH ORDINALITY AS t(ts, comment, o) "
+                "ORDER BY t.o",
+                params,
+            )
+
+        try:
+            self._run("create", work)
+        except errors.UniqueViolation as exc:
+            raise self._clash(exc, canary.id, canary.slug) from None
+
+    @staticmethod
+    def _clash(exc: errors.UniqueViolation, cid: str, slug: str | None) -> Exception:
+        if exc.diag.constraint_name == "canaries_id_key":
+            return AlreadyExistsError("id", cid)
+        if exc.diag.constraint_name == "canaries_slug_key":
+            return AlreadyExistsError("slug", slug or "")
+        return exc
+
+    def get(self, canary_id: str, *, history: bool = True) -> Canary | None:
+        extra = f", {HISTORY_ARRAYS}" if history else ""
+        row = self._run(
+            "get",
+            lambda conn: conn.execute(
+                f"SELECT {CANARY_COLUMNS}{extra} FROM canaries c WHERE c.id = %s", (canary_id,)
+            ).fetchone(),
+            idempotent=True,
+        )
+        return None if row is None else row_to_canary(row, history)
+
+    def id_for_slug(self, slug: str) -> str | None:
+        row = self._run(
+            "get",
+            lambda conn: conn.execute("SELECT id FROM canaries WHERE slug = %s", (slug,)).fetchone(),
+            idempotent=True,
+        )
+        return row[0] if row else None
+
+    def update(
+        self,
+        canary_id: str,
+        changes: Mapping[str, Any],
+        *,
+        expect: Mapping[str, Any] | None = None,
+        history: HistoryEntry | None = None,
+        prune: PrunePolicy | None = None,
+        notifications: Iterable[NewNotification] = (),
+    ) -> bool:
+        expect = expect or {}
+        sets: list[str] = []
+        params: dict[str, Any] = {"id": canary_id}
+        for name, value in changes.items():
+            if name not in CANARY_FIELDS:
+                raise ValueError(f"unknown canary field {name}")
+            if name in expect and expect[name] == value:
+                continue  # the WHERE clause guarantees it already
+            if name == "periodicity":
+                sets.append("periodicity_seconds = %(seconds)s, periodicity_schedule = %(schedule)s")
+                params["seconds"], params["schedule"] = periodicity(value)
+            else:
+                sets.append(f"{name} = %(set_{name})s")
+                params[f"set_{name}"] = self._value(name, value)
+        if history is not None:
+            sets.append(
+                "history_count = history_count + 1, "
+                "history_oldest = LEAST(COALESCE(history_oldest, %(ts)s), %(ts)s)"
+            )
+            params["ts"], params["comment"] = ms(history[0]), history[1]
+        where = ["id = %(id)s"]
+        for name, value in expect.items():
+            if name not in CANARY_FIELDS:
+                raise ValueError(f"unknown canary field {name}")
+            if value is None:
+                where.append(f"{name} IS NULL")
+            elif name == "periodicity":
+                where.append("periodicity_seconds IS NOT DISTINCT FROM %(x_seconds)s")
+                where.append("periodicity_schedule IS NOT DISTINCT FROM %(x_schedule)s")
+                params["x_seconds"], params["x_schedule"] = periodicity(value)
+            else:
+                where.append(f"{name} = %(x_{name})s")
+                params[f"x_{name}"] = self._value(name, value)
+        notes = notes_params(notifications)
+        parts = [
+            f"WITH u AS (UPDATE canaries SET {', '.join(sets) or 'id = id'} "
+            f"WHERE {' AND '.join(where)} RETURNING seq, id, history_count, history_oldest)"
+        ]
+        if history is not None:
+            parts.append(
+                "h AS (INSERT INTO history (canary_seq, ts, comment) SELECT seq, %(ts)s, %(comment)s FROM u)"
+            )
+        if notes["kinds"]:
+            parts.append(f"n AS ({INSERT_NOTES})")
+            params.update(notes)
+        sql = ", ".join(parts) + " SELECT seq, history_count, history_oldest FROM u"
+        try:
+            row = self._run("update", lambda conn: conn.execute(sql.encode(), params).fetchone())
+        except errors.UniqueViolation as exc:
+            raise self._clash(exc, canary_id, changes.get("slug")) from None
+        if row is None:
+            return False
+        seq, count, oldest = row
+        if prune is not None and prune_needed(count, utc(oldest), prune):
+            self._run("update", lambda conn: prune_history(conn, seq, prune))
+        return True
+
+    @staticmethod
+    def _value(name: str, value: Any) -> Any:
+        if name == "deadline":
+            return ms(value)
+        if name == "emails":
+            return list(value)
+        return value
+
+    def delete(self, canary_id: str) -> bool:
+        row = self._run(
+            "delete",
+            lambda conn: conn.execute(
+                "WITH c AS (DELETE FROM canaries WHERE id = %s RETURNING seq), "
+                "h AS (DELETE FROM history WHERE canary_seq IN (SELECT seq FROM c)) SELECT seq FROM c",
+                (canary_id,),
+            ).fetchone(),
+        )
+        return row is not None
+
+    def iter_canaries(
+        self, *, paused: bool | None = None, late: bool | None = None, history: bool = False
+    ) -> Iterator[Canary]:
+        """Pages of canaries by creation order (keyset), each page one short query, so
+        that no connection is held while the caller works on what it got."""
+        where = ["c.seq > %(after)s"]
+        params: dict[str, Any] = {"after": 0, "page": _PAGE}
+        if paused is not None:
+            where.append("c.paused = %(paused)s")
+            params["paused"] = paused
+        if late is not None:
+            where.append("c.late = %(late)s")
+            params["late"] = late
+        extra = f", {HISTORY_ARRAYS}" if history else ""
+        sql = (
+            f"SELECT {CANARY_COLUMNS}{extra} FROM canaries c WHERE {' AND '.join(where)} "
+            "ORDER BY c.seq LIMIT %(page)s"
+        )
+        while True:
+            rows = self._run(
+                "list", lambda conn: conn.execute(sql.encode(), params).fetchall(), idempotent=True
+            )
+            for row in rows:
+                yield row_to_canary(row, history)
+            if len(rows) < _PAGE:
+                return
+            params["after"] = rows[-1][0]
+
+    def earliest_deadline(self) -> datetime | None:
+        row = self._run(
+            "watch",
+            lambda conn: conn.execute(
+                "SELECT min(deadline) FROM canaries WHERE NOT paused AND NOT late"
+            ).fetchone(),
+            idempotent=True,
+        )
+        return utc(row[0]) if row else None
+
+    def due_canaries(self, now: datetime, limit: int) -> list[Canary]:
+        rows = self._run(
+            "watch",
+            lambda conn: conn.execute(
+                f"SELECT {CANARY_COLUMNS} FROM canaries c WHERE NOT c.paused AND NOT c.late "
+                "AND c.deadline < %s ORDER BY c.deadline LIMIT %s",
+                (now, limit),
+            ).fetchall(),
+            idempotent=True,
+        )
+        return [row_to_canary(row, False) for row in rows]
+
+    # --- notification outbox -------------------------------------------------------
+
+    def claim_notification(self, now: datetime, owner: str, lease_until: datetime) -> Notification | None:
+        # READ COMMITTED: a row another claimer leased meanwhile is re-checked after its
+        # lock is released, and its new lease_until then excludes it; a row locked right
+        # now is skipped.
+        row = self._run(
+            "claim",
+            lambda conn: conn.execute(
+                f"WITH head AS (SELECT n.nid FROM notifications n WHERE {HEAD} AND n.not_before <= %(now)s "
+                "AND (n.lease_until IS NULL OR n.lease_until <= %(now)s) "
+                "ORDER BY n.nid LIMIT 1 FOR UPDATE SKIP LOCKED) "
+                "UPDATE notifications n SET lease_owner = %(owner)s, lease_until = %(until)s "
+                f"FROM head WHERE n.nid = head.nid RETURNING {NOTE_COLUMNS}",
+                {"now": now, "owner": owner, "until": ms(lease_until)},
+            ).fetchone(),
+        )
+        return None if row is None else row_to_notification(row)
+
+    def complete_notification(self, notification: Notification, owner: str) -> None:
+        self._run(
+            "outbox",
+            lambda conn: conn.execute(
+                "DELETE FROM notifications WHERE nid = %s AND lease_owner = %s", (notification.id, owner)
+            ),
+            idempotent=True,
+        )
+
+    def retry_notification(self, notification: Notification, owner: str, not_before: datetime) -> None:
+        self._run(
+            "outbox",
+            lambda conn: conn.execute(
+                "UPDATE notifications SET attempts = attempts + 1, not_before = %s, lease_owner = NULL, "
+                "lease_until = NULL WHERE nid = %s AND lease_owner = %s",
+                (ms(not_before), notification.id, owner),
+            ),
+        )
+
+    def next_notification_time(self) -> datetime | None:
+        row = self._run(
+            "outbox",
+            lambda conn: conn.execute(
+                "SELECT min(GREATEST(n.not_before, n.lease_until)) FROM notifications n WHERE " + HEAD
+            ).fetchone(),
+            idempotent=True,
+        )
+        return utc(row[0]) if row else None
+
+    def pending_notifications(self) -> list[Notification]:
+        rows = self._run(
+            "outbox",
+            lambda conn: conn.execute(
+                f"SELECT {NOTE_COLUMNS} FROM notifications n ORDER BY n.nid"
+            ).fetchall(),
+            idempotent=True,
+        )
+        return [row_to_notification(row) for row in rows]
