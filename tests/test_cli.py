@@ -25,12 +25,13 @@ import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from datetime import UTC
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from coal_mine import cli
+from coal_mine import cli, cli_output, cli_settings
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -247,41 +248,44 @@ def test_options_before_and_after_the_command() -> None:
 def test_make_base_url(host: str, port: int | None, expected: str | None) -> None:
     if expected is None:
         with pytest.raises(ValueError):
-            cli.make_base_url(host, port)
+            cli_settings.make_base_url(host, port)
     else:
-        assert cli.make_base_url(host, port) == expected
+        assert cli_settings.make_base_url(host, port) == expected
 
 
 @pytest.mark.parametrize("host", ["ftp://x", "http://", "http://h/p?q=1", "http://h:99999"])
 def test_make_base_url_rejects(host: str) -> None:
     with pytest.raises(ValueError):
-        cli.make_base_url(host, None)
+        cli_settings.make_base_url(host, None)
 
 
 def test_strip_history_and_durations() -> None:
-    assert "history" not in cli.strip_history({"status": "ok", "canary": CANARY})["canary"]
+    assert "history" not in cli_output.strip_history({"status": "ok", "canary": CANARY})["canary"]
     assert "history" in CANARY  # the input is not modified
-    listed = cli.strip_history({"canaries": [CANARY, {"name": "n", "id": "i"}]})
+    listed = cli_output.strip_history({"canaries": [CANARY, {"name": "n", "id": "i"}]})
     assert listed["canaries"] == [
         {k: v for k, v in CANARY.items() if k != "history"},
         {"name": "n", "id": "i"},
     ]
-    assert cli.strip_history({"status": "ok"}) == {"status": "ok"}
-    assert cli.format_duration(3600) == "1h"
-    assert cli.format_duration(90061) == "1d 1h 1m 1s"
-    assert cli.format_duration(0.5) == "0.5s"
-    assert cli.format_periodicity(5400.0) == "5400 s (1h 30m)"
-    assert cli.format_periodicity("* * * * * 60") == "* * * * * 60"
+    assert cli_output.strip_history({"status": "ok"}) == {"status": "ok"}
+    assert cli_output.format_duration(3600) == "1h"
+    assert cli_output.format_duration(90061) == "1d 1h 1m 1s"
+    assert cli_output.format_duration(0.5) == "0.5s"
+    assert cli_output.format_periodicity(5400.0) == "5400 s (1h 30m)"
+    assert cli_output.format_periodicity("* * * * * 60") == "* * * * * 60"
 
 
 def test_format_time_zones() -> None:
     stamp = "2026-11-26T03:34:55.129000+00:00"
-    assert cli.format_time(stamp, cli.UTC) == "2026-11-26 03:34:55 UTC"
-    assert cli.format_time(stamp, cli._zone("Europe/Paris")) == "2026-11-26 04:34:55 CET"
-    assert cli.format_time(stamp, cli._zone("America/New_York")) == "2026-11-25 22:34:55 EST"
+    assert cli_output.format_time(stamp, UTC) == "2026-11-26 03:34:55 UTC"
+    assert cli_output.format_time(stamp, cli_settings.parse_zone("Europe/Paris")) == "2026-11-26 04:34:55 CET"
+    assert (
+        cli_output.format_time(stamp, cli_settings.parse_zone("America/New_York"))
+        == "2026-11-25 22:34:55 EST"
+    )
     # Coal Mine 0.7 sends naive UTC times; they are taken as UTC.
-    assert cli.format_time("2015-03-19T02:08:44.885182", cli.UTC) == "2015-03-19 02:08:44 UTC"
-    assert cli.format_time("garbage", cli.UTC) == "garbage"
+    assert cli_output.format_time("2015-03-19T02:08:44.885182", UTC) == "2015-03-19 02:08:44 UTC"
+    assert cli_output.format_time("garbage", UTC) == "garbage"
 
 
 # --------------------------------------------------------------------------
@@ -777,6 +781,60 @@ def test_timeout_against_silent_server(home: Path) -> None:
     assert result.stderr == f"cmcli: timed out after 0.5 s waiting for http://127.0.0.1:{port}\n"
 
 
+class Trickler:
+    """A server that answers every connection one byte a second, for as long as it runs."""
+
+    def __init__(self, head_at_once: bool) -> None:
+        body = json.dumps({"status": "ok", "canaries": []}).encode() + b" " * 120
+        head = b"HTTP/1.0 200 OK\r\nContent-Type: application/json\r\n"
+        head += b"Content-Length: %d\r\n\r\n" % len(body)
+        self.at_once, self.trickled = (head, body) if head_at_once else (b"", head + body)
+        self.stop = threading.Event()
+        self.listener = socket.socket()
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(5)
+        self.port = self.listener.getsockname()[1]
+        self.sent = 0
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        conn, _ = self.listener.accept()
+        with conn:
+            conn.recv(65536)  # the request
+            conn.sendall(self.at_once)
+            for byte in self.trickled:
+                if self.stop.wait(1.0):
+                    return
+                try:
+                    conn.sendall(bytes([byte]))
+                except OSError:
+                    return  # the client gave up
+                self.sent += 1
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join(5)
+        self.listener.close()
+
+
+@pytest.mark.parametrize("head_at_once", [False, True], ids=["trickled-head", "trickled-body"])
+def test_timeout_is_a_total_deadline_against_a_trickling_server(home: Path, head_at_once: bool) -> None:
+    """--timeout bounds the whole request: a byte a second must not keep cmcli waiting (issue 19)."""
+    trickler = Trickler(head_at_once)
+    try:
+        result = cmcli(
+            home, "list", "--host", "127.0.0.1", "--port", str(trickler.port), "--timeout", "2", timeout=20
+        )
+    finally:
+        trickler.close()
+    assert trickler.sent >= 1, "the server never trickled: the test proves nothing"
+    assert result.returncode == cli.EXIT_TIMEOUT, result.stderr
+    assert result.stderr == f"cmcli: timed out after 2 s waiting for http://127.0.0.1:{trickler.port}\n"
+    # Per-read timeouts would have read on until the server stopped (over a minute of bytes).
+    assert trickler.sent < 10
+
+
 def test_timeout_setting_from_config(home: Path) -> None:
     with socket.socket() as listener:
         listener.bind(("127.0.0.1", 0))
@@ -965,7 +1023,7 @@ def test_real_server_human_output(home: Path, server: Any) -> None:
     assert lines[0] == "Name:         Hourly"
     assert lines[1] == f"ID:           {canary['id']}"
     assert "Periodicity:  3600 s (1h)" in lines
-    expected = cli.format_time(canary["deadline"], cli._zone("Asia/Kolkata"))
+    expected = cli_output.format_time(canary["deadline"], cli_settings.parse_zone("Asia/Kolkata"))
     assert expected.endswith(" IST")
     assert f"Deadline:     {expected}" in lines
     assert lines[-2] == "History (1, newest first):"
