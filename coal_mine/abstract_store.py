@@ -74,8 +74,16 @@ class AbstractStore(ABC):
 
     @abstractmethod
     def claim_notification(self, now: datetime, owner: str, lease_until: datetime) -> Notification | None:
-        """Lease the oldest sendable notification: the oldest pending one of its canary,
-        due (`not_before` passed) and not leased by a live claimer. None if there is none."""
+        """Lease the oldest sendable notification, or return None if there is none.
+
+        Only a canary's oldest pending notification (its head) may be sent, so each
+        canary's messages go out in the order they were recorded. A head is sendable
+        when `not_before` has passed and no live claimer holds its lease. Among the
+        sendable heads, the one recorded first wins, whatever its retry time: recording
+        order is insertion order in one database (memory, SQLite); where several
+        processes record (MongoDB) it is `created`, then an id that grows within a
+        process, so two processes recording in the same millisecond may tie either way.
+        """
 
     @abstractmethod
     def complete_notification(self, notification: Notification, owner: str) -> None:

@@ -16,18 +16,18 @@ import regex
 
 from coal_mine import limits
 from coal_mine.abstract_store import AbstractStore
-from coal_mine.clock import Clock, iso, to_millis
+from coal_mine.clock import Clock, to_millis
 from coal_mine.models import (
     AlreadyExistsError,
     BadRequestError,
     Canary,
     CanaryNotFoundError,
-    NOTIFICATION_HISTORY_ENTRIES,
     HistoryEntry,
     NewNotification,
     PrunePolicy,
     StoreUnavailableError,
 )
+from coal_mine.notification_payload import new_notification
 from coal_mine.schedule import ScheduleError, parse_schedule
 
 log = logging.getLogger(__name__)
@@ -135,20 +135,6 @@ class BusinessLogic:
     def _prune_policy(self, now: datetime) -> PrunePolicy:
         return PrunePolicy(HISTORY_MAX_ENTRIES, HISTORY_MIN_ENTRIES, now - HISTORY_MAX_AGE)
 
-    @staticmethod
-    def _notification(
-        kind: str, canary: Canary, now: datetime, deadline: datetime | None, history: list[HistoryEntry]
-    ) -> NewNotification:
-        payload: dict[str, Any] = {
-            "id": canary.id,
-            "name": canary.name,
-            "emails": list(canary.emails),
-            "when": iso(now),
-            "deadline": iso(deadline),
-            "history": [[iso(ts), comment] for ts, comment in history[:NOTIFICATION_HISTORY_ENTRIES]],
-        }
-        return NewNotification(kind=kind, created=now, payload=payload)
-
     def _notifications_for(
         self, kind: str, canary: Canary, now: datetime, deadline: datetime | None, history: list[HistoryEntry]
     ) -> list[NewNotification]:
@@ -157,7 +143,7 @@ class BusinessLogic:
         if not canary.emails:
             log.info("Canary %s has no email addresses: no %s message to send", canary.id, kind)
             return []
-        return [self._notification(kind, canary, now, deadline, history)]
+        return [new_notification(kind, canary, now, deadline, history)]
 
     def _require(self, canary_id: str, *, history: bool = False) -> Canary:
         canary = self.store.get(canary_id, history=history)

@@ -84,6 +84,21 @@ def setup_logging(config: LoggingConfig) -> None:
     root.setLevel(logging.INFO)
 
 
+def ensure_indexes_until_done(store: AbstractStore, stop: threading.Event, max_wait: float = 30.0) -> None:
+    """Every process (web ones too) makes sure the indexes exist. A database that is not
+    up yet is waited for, the reason logged, never a reason to exit: the server serves
+    (503 while the database is down) and connects on first use."""
+    wait = 1.0
+    while not stop.is_set():
+        try:
+            store.ensure_indexes()
+            return
+        except CoalMineError as exc:
+            log.warning("Cannot ensure the database indexes yet (%s); retrying in %.0f s", exc, wait)
+        stop.wait(wait)
+        wait = min(max_wait, wait * 2)
+
+
 def start_background(config: Config, logic: BusinessLogic) -> Callable[[], None]:
     """Start deadline watching and notification sending; returns a function that stops them.
 
@@ -206,8 +221,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     stop_background: Callable[[], None] = _nothing
     httpd = None
     try:
+        threading.Thread(
+            target=ensure_indexes_until_done, args=(store, stop), name="ensure-indexes", daemon=True
+        ).start()
         if not args.web:
-            store.ensure_indexes()
             stop_background = start_background(config, logic)
         if not args.background:
             port = config.wsgi.port if args.port is None else args.port

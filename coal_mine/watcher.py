@@ -15,6 +15,7 @@ from datetime import UTC, datetime, timedelta
 
 from coal_mine.business_logic import BusinessLogic
 from coal_mine.clock import Clock
+from coal_mine.models import StoreUnavailableError
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +72,10 @@ class BackgroundLoop:
                     continue
                 wait = self.seconds_until_next()
                 failures = 0
+            except StoreUnavailableError as exc:  # expected while the database is down: one line
+                failures += 1
+                wait = min(self.error_delay_max, 0.1 * 2**failures)
+                log.error("%s: %s; trying again in %.1f s", self.name, exc, wait)
             except Exception:
                 failures += 1
                 wait = min(self.error_delay_max, 0.1 * 2**failures)

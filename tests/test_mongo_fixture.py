@@ -18,6 +18,7 @@ from bson import json_util
 from coal_mine.business_logic import BusinessLogic
 from coal_mine.clock import FakeClock
 from coal_mine.mongo_store import MongoStore
+from coal_mine.notification_payload import new_notification
 from tests.stores import mongomock_database
 
 # A copy of shared/fixtures/coal-mine-0.7-mongodb.json, kept here so the test never depends on a
@@ -190,7 +191,7 @@ def test_pending_notify_flag_is_delivered(
         "history": [["2026-11-26T03:34:58.094000+00:00", "Canary created"]],
     }
     # The payload has exactly the keys our own notifications carry.
-    own = BusinessLogic._notification("late", logic.get("gnirvvzt"), NOW, None, [])
+    own = new_notification("late", logic.get("gnirvvzt"), NOW, None, [])
     assert set(claimed.payload) == set(own.payload)
     # Moved into our outbox, so a Coal Mine background process cannot send it again.
     assert raw(db, "gnirvvzt")["notify"] is False
@@ -237,5 +238,5 @@ def test_ensure_indexes_adds_only_what_is_missing(logic: BusinessLogic, db: Any)
     logic.store.ensure_indexes()
     names = set(db["canaries"].index_information())
     assert fixture_indexes <= names
-    assert names - fixture_indexes == {"notifications.0.not_before_1"}
+    assert names - fixture_indexes == {"notifications.nid_1"}
     assert db["canaries"].index_information()["id_1"]["unique"] is True

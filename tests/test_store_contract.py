@@ -316,3 +316,17 @@ def test_notifications_survive_canary_deletion(store: AbstractStore) -> None:
     store.delete("aaaaaaaa")
     claimed = store.claim_notification(T0, "w", T0 + timedelta(seconds=30))
     assert claimed is not None and claimed.payload["name"] == "Job"
+
+
+def test_the_oldest_sendable_is_the_first_recorded_not_the_first_due(store: AbstractStore) -> None:
+    """AbstractStore.claim_notification: among sendable heads, the one recorded first,
+    whatever its retry time. A was recorded before B; after failures A may be retried
+    from t+5, B from t+4; at t+6 both may go, and A goes first."""
+    with_notes(store, ("aaaaaaaa", ["late"]), ("bbbbbbbb", ["late"]))
+    lease = T0 + timedelta(minutes=1)
+    first = store.claim_notification(T0 + timedelta(seconds=2), "w", lease)
+    second = store.claim_notification(T0 + timedelta(seconds=2), "w", lease)
+    assert (first.canary_id, second.canary_id) == ("aaaaaaaa", "bbbbbbbb")
+    store.retry_notification(first, "w", T0 + timedelta(seconds=5))
+    store.retry_notification(second, "w", T0 + timedelta(seconds=4))
+    assert store.claim_notification(T0 + timedelta(seconds=6), "w", lease).canary_id == "aaaaaaaa"
