@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import statistics
 import threading
 import time
 
@@ -13,7 +12,7 @@ from coal_mine.business_logic import BusinessLogic
 from coal_mine.clock import FakeClock
 from coal_mine.limits import SEARCH_TIME_LIMIT
 from coal_mine.models import BadRequestError
-from tests.hardening_support import InProcessServer, timed
+from tests.hardening_support import InProcessServer
 
 # Catastrophic backtracking against a long run of "a" that fails at the end.
 REDOS = [r"(a|aa)+$", r"^(a+)+$", r"(\w|\w\w)+$"]
@@ -70,34 +69,32 @@ def test_catastrophic_backtracking_is_cut_off(store: AbstractStore, pattern: str
 
 
 def test_redos_requests_do_not_slow_down_triggers() -> None:
+    """A search stuck in catastrophic backtracking holds no lock that triggers need: many
+    triggers complete while one such search is in flight. (Had the matcher held the GIL,
+    no trigger could finish until the search gave up.) No absolute timings: the machine
+    may be loaded."""
     with InProcessServer(workers=4) as server:
         canary = server.logic.create(LONG_NAME, 3600)
-        baseline = [timed(server.call, f"/{canary.id}")[0] for _ in range(20)]
-        stop = threading.Event()
-        answers: list[tuple[int, float]] = []
+        searches: list[tuple[float, float, int]] = []  # (start, end, status)
+        done = threading.Event()
 
         def attack() -> None:
-            while not stop.is_set():
-                seconds, (status, _) = timed(server.call, "list", search=r"(a|aa)+$")
-                answers.append((status, seconds))
+            start = time.monotonic()
+            status, _ = server.call("list", search=r"(a|aa)+$")
+            searches.append((start, time.monotonic(), status))
+            done.set()
 
-        attackers = [threading.Thread(target=attack) for _ in range(2)]
-        for thread in attackers:
-            thread.start()
+        attacker = threading.Thread(target=attack)
+        attacker.start()
+        finished: list[float] = []
         try:
-            time.sleep(0.2)
-            under_attack = []
-            for _ in range(20):
-                seconds, (status, _) = timed(server.call, f"/{canary.id}")
+            while not done.is_set():
+                status, _ = server.call(f"/{canary.id}")
                 assert status == 200
-                under_attack.append(seconds)
+                finished.append(time.monotonic())
         finally:
-            stop.set()
-            for thread in attackers:
-                thread.join(10)
-    assert answers and all(status == 400 for status, _ in answers)
-    assert all(seconds < SEARCH_TIME_LIMIT + 1.0 for _, seconds in answers)
-    # Two threads matching a backtracking pattern nonstop; with the GIL held while
-    # matching, each trigger would wait for a whole search.
-    assert statistics.median(under_attack) < max(0.1, 20 * statistics.median(baseline))
-    assert max(under_attack) < 0.5 * SEARCH_TIME_LIMIT + max(0.1, 20 * statistics.median(baseline))
+            attacker.join(30)
+    ((start, end, status),) = searches
+    assert status == 400
+    inside = [t for t in finished if start < t < end]
+    assert len(inside) >= 5, f"only {len(inside)} triggers finished during a {end - start:.2f} s search"
