@@ -101,6 +101,10 @@ class AbstractStore(ABC):
     def pending_notifications(self) -> list[Notification]:
         """All pending notifications, oldest first (for tests and operators)."""
 
+    @abstractmethod
+    def count_notifications(self) -> int:
+        """How many notifications are pending: `len(pending_notifications())`, without reading them."""
+
     def ensure_indexes(self) -> None:  # noqa: B027 - optional hook
         """Create indexes; called by processes that do background work."""
 

@@ -192,3 +192,7 @@ class MemoryStore(AbstractStore):
     def pending_notifications(self) -> list[Notification]:
         with self._lock:
             return [copy.deepcopy(self._notifications[k]) for k in sorted(self._notifications)]
+
+    def count_notifications(self) -> int:
+        with self._lock:
+            return len(self._notifications)

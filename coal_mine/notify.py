@@ -325,7 +325,7 @@ class OutboxSender(BackgroundLoop):
         return False
 
     def _report_held(self) -> None:
-        count = len(self.store.pending_notifications())
+        count = self.store.count_notifications()
         if count != self._held_reported:
             if count:
                 log.warning(

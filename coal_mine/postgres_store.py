@@ -388,3 +388,10 @@ class PostgresStore(AbstractStore):
             idempotent=True,
         )
         return [row_to_notification(row) for row in rows]
+
+    def count_notifications(self) -> int:
+        def count(conn: psycopg.Connection) -> int:
+            row = conn.execute("SELECT count(*) FROM notifications").fetchone()
+            return int(row[0]) if row else 0
+
+        return self._run("outbox", count, idempotent=True)

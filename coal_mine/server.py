@@ -195,23 +195,26 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the server until SIGTERM or SIGINT."""
+    """Run the server until SIGTERM or SIGINT; 2 (after one line on stderr) if it cannot start."""
     args = parse_args(argv)
     try:
-        config = load_config(args.config)
-        setup_logging(config.logging)
-    except (ConfigError, OSError) as exc:
+        return _serve(args)
+    except ConfigError as exc:
         print(f"coal-mine: configuration error: {exc}", file=sys.stderr)
         return 2
+
+
+def _serve(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+    try:
+        setup_logging(config.logging)
+    except OSError as exc:
+        raise ConfigError(str(exc)) from None
     log.info("Configuration from %s", config.source)
     if args.port is not None and not 0 <= args.port <= 65535:
         print(f"coal-mine: --port: {args.port} is not a port number", file=sys.stderr)
         return 2
-    try:
-        store = open_store(config)
-    except ConfigError as exc:
-        print(f"coal-mine: configuration error: {exc}", file=sys.stderr)
-        return 2
+    store = open_store(config)
 
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -230,11 +233,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             port = config.wsgi.port if args.port is None else args.port
             host = config.wsgi.host if args.host is None else args.host
             wsgi = config.wsgi
-            try:
-                ssl_context = make_ssl_context(wsgi)
-            except ConfigError as exc:
-                print(f"coal-mine: configuration error: {exc}", file=sys.stderr)
-                return 2
+            ssl_context = make_ssl_context(wsgi)
             try:
                 httpd = PooledWSGIServer(
                     (host, port),

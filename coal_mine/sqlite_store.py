@@ -515,3 +515,8 @@ class SQLiteStore(AbstractStore):
         with self._read() as conn:
             rows = conn.execute(f"SELECT {_NOTE_COLUMNS} FROM notifications ORDER BY nid").fetchall()
         return [_row_to_notification(row) for row in rows]
+
+    def count_notifications(self) -> int:
+        with self._read() as conn:
+            (count,) = conn.execute("SELECT count(*) FROM notifications").fetchone()
+        return int(count)

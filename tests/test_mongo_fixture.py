@@ -177,6 +177,7 @@ def test_pending_notify_flag_is_delivered(
     store = logic.store
     (pending,) = store.pending_notifications()
     assert (pending.canary_id, pending.kind) == ("gnirvvzt", "late")
+    assert store.count_notifications() == 1  # Coal Mine's notify flag counts too
     deadline = "2026-11-26T03:35:28.094000+00:00"
     assert store.next_notification_time() == datetime.fromisoformat(deadline)
 
@@ -207,6 +208,7 @@ def test_trigger_of_flagged_canary_sends_late_then_resumed(logic: BusinessLogic,
     assert logic.trigger("gnirvvzt") == (True, False)
     kinds = [n.kind for n in logic.store.pending_notifications()]
     assert kinds == ["late", "resumed"]
+    assert logic.store.count_notifications() == 2
     first = logic.store.claim_notification(NOW, "w", NOW + timedelta(minutes=1))
     assert first.kind == "late" and first.payload["history"][0][1] == "Canary created"
     assert logic.store.claim_notification(NOW, "w", NOW + timedelta(minutes=1)) is None  # in order

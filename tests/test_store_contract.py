@@ -285,6 +285,18 @@ def test_claim_complete_in_order(store: AbstractStore) -> None:
     assert store.next_notification_time() is None
 
 
+def test_count_notifications_counts_what_pending_lists(store: AbstractStore) -> None:
+    assert store.count_notifications() == 0
+    with_notes(store, ("aaaaaaaa", ["late", "resumed"]), ("bbbbbbbb", ["late"]))
+    assert store.count_notifications() == len(store.pending_notifications()) == 3
+    claimed = store.claim_notification(T0 + timedelta(minutes=1), "w", T0 + timedelta(minutes=2))
+    assert store.count_notifications() == 3  # leased is still pending
+    store.complete_notification(claimed, "w")
+    assert store.count_notifications() == len(store.pending_notifications()) == 2
+    store.delete("bbbbbbbb")  # pending notifications outlive their canary
+    assert store.count_notifications() == len(store.pending_notifications()) == 2
+
+
 def test_expired_lease_can_be_claimed_again(store: AbstractStore) -> None:
     with_notes(store, ("aaaaaaaa", ["late"]))
     lease = T0 + timedelta(seconds=30)
