@@ -1,4 +1,5 @@
-"""Test helpers: free ports, real server processes, and a tiny HTTP client."""
+"""The test harness: real servers on 127.0.0.1 (a `coal-mine` process, or the real Api on the
+real PooledWSGIServer in this process), raw HTTP, and waiting for conditions."""
 
 from __future__ import annotations
 
@@ -6,14 +7,22 @@ import json
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from coal_mine.api import Api
+from coal_mine.business_logic import BusinessLogic
+from coal_mine.http_server import PooledWSGIServer
+from coal_mine.memory_store import MemoryStore
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -38,6 +47,14 @@ def wait_for_port(port: int, timeout: float = 10.0, process: subprocess.Popen | 
     raise TimeoutError(f"nothing listens on port {port}")
 
 
+def wait_until(condition: Callable[[], Any], timeout: float = 10.0, interval: float = 0.02) -> None:
+    """Return as soon as `condition()` is true; fail the test if it is not within `timeout` s."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(interval)
+
+
 def http_get(url: str, timeout: float = 10.0) -> tuple[int, dict[str, Any]]:
     """GET a URL; returns (status, decoded JSON body) for success and error statuses alike."""
     try:
@@ -48,7 +65,27 @@ def http_get(url: str, timeout: float = 10.0) -> tuple[int, dict[str, Any]]:
         return exc.code, json.loads(body) if body else {}
 
 
-class ServerProcess:
+class RealServer:
+    """What both kinds of real server offer: URLs for API commands and calling them."""
+
+    base_url: str
+    port: int
+
+    def path(self, command: str, **params: Any) -> str:
+        """The path and query of an API command (or of a path starting with '/')."""
+        path = command if command.startswith("/") else f"/coal-mine/v1/canary/{command}"
+        query = urllib.parse.urlencode(params, doseq=True)
+        return path + (f"?{query}" if query else "")
+
+    def url(self, command: str, **params: Any) -> str:
+        return self.base_url + self.path(command, **params)
+
+    def call(self, command: str, timeout: float = 10.0, **params: Any) -> tuple[int, dict[str, Any]]:
+        """Call an API command (or a path starting with '/'); returns (status, JSON)."""
+        return http_get(self.url(command, **params), timeout=timeout)
+
+
+class ServerProcess(RealServer):
     """A real `coal-mine` process on a free 127.0.0.1 port, with its SQLite file in `workdir`
     (unless `ini_extra` names another store).
 
@@ -118,17 +155,74 @@ class ServerProcess:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
-    def url(self, command: str, **params: Any) -> str:
-        path = command if command.startswith("/") else f"/coal-mine/v1/canary/{command}"
-        query = urllib.parse.urlencode(params, doseq=True)
-        return f"{self.base_url}{path}" + (f"?{query}" if query else "")
-
-    def call(self, command: str, **params: Any) -> tuple[int, dict[str, Any]]:
-        """Call an API command (or a path starting with '/'); returns (status, JSON)."""
-        return http_get(self.url(command, **params))
-
     def __enter__(self) -> ServerProcess:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+class InProcessServer(RealServer):
+    """The real Api on the real PooledWSGIServer, in this process, on a free 127.0.0.1 port."""
+
+    def __init__(
+        self,
+        app: Any = None,
+        *,
+        auth_key: str | None = None,
+        read_only_auth_key: str | None = None,
+        **server_options: Any,
+    ) -> None:
+        self.logic = BusinessLogic(MemoryStore())
+        self.app = app or Api(self.logic, auth_key=auth_key, read_only_auth_key=read_only_auth_key)
+        self.httpd = PooledWSGIServer(("127.0.0.1", 0), self.app, **server_options)
+        self.port = self.httpd.server_address[1]
+        scheme = "https" if server_options.get("ssl_context") else "http"
+        self.base_url = f"{scheme}://127.0.0.1:{self.port}"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    def __enter__(self) -> InProcessServer:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+        self.thread.join(5)
+
+
+def raw_request(
+    port: int, data: bytes, timeout: float = 10.0, context: ssl.SSLContext | None = None
+) -> tuple[int, bytes]:
+    """Send raw bytes, read the whole answer; (HTTP status, body). Status 0: closed without answer."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as plain:
+        sock = context.wrap_socket(plain, server_hostname="localhost") if context else plain
+        sock.sendall(data)
+        return parse_response(read_all(sock))
+
+
+def read_all(sock: socket.socket) -> bytes:
+    chunks = []
+    while True:
+        try:
+            chunk = sock.recv(65536)
+        except ConnectionResetError:
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def parse_response(raw: bytes) -> tuple[int, bytes]:
+    if not raw:
+        return 0, b""
+    head, _, body = raw.partition(b"\r\n\r\n")
+    return int(head.split(b" ", 2)[1]), body
+
+
+def timed(func: Any, *args: Any, **kwargs: Any) -> tuple[float, Any]:
+    """(seconds taken, result)."""
+    start = time.monotonic()
+    result = func(*args, **kwargs)
+    return time.monotonic() - start, result

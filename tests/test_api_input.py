@@ -19,7 +19,7 @@ from coal_mine.limits import (
     MAX_SCHEDULE_LENGTH,
     MAX_SEARCH_LENGTH,
 )
-from tests.hardening_support import InProcessServer, raw_request
+from tests.helpers import InProcessServer, raw_request
 
 KEY = "full-access-key-0123"
 READ_KEY = "read-only-key-4567"

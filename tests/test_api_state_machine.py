@@ -22,7 +22,7 @@ from coal_mine.limits import (
     MAX_NAME_LENGTH,
     MAX_PERIODICITY,
 )
-from tests.hardening_support import InProcessServer, raw_request
+from tests.helpers import InProcessServer, raw_request
 
 # Periodicities whose fate is known: (text, accepted, stored value).
 PERIODICITIES = [

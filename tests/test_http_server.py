@@ -15,7 +15,7 @@ import pytest
 
 from coal_mine.http_server import error_response, redact
 from coal_mine.limits import MAX_REQUEST_HEAD, MAX_REQUEST_LINE
-from tests.hardening_support import InProcessServer, parse_response, raw_request, read_all, timed
+from tests.helpers import InProcessServer, parse_response, raw_request, read_all, timed
 
 HEAD_TIMEOUT = 2.0
 

@@ -4,7 +4,6 @@ when COAL_MINE_TEST_POSTGRESQL_URI names a server), real SMTP (aiosmtpd)."""
 from __future__ import annotations
 
 import sqlite3
-import time
 from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -13,7 +12,9 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import ServerProcess
+from coal_mine.config import load_config
+from coal_mine.server import open_store
+from tests.helpers import ServerProcess, wait_until
 from tests.smtp_sink import Received, SMTPSink
 from tests.stores import ThrowAwaySchema
 
@@ -64,13 +65,6 @@ def create(
     return body["canary"]
 
 
-def wait_until(condition: Any, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.02)
-
-
 def is_late(server: ServerProcess, cid: str) -> bool:
     return server.call("get", id=cid)[1]["canary"]["late"]
 
@@ -79,10 +73,15 @@ def events(messages: list[Received]) -> list[tuple[str, str]]:
     return [(m.canary, m.event) for m in messages]
 
 
-def settle(sink: SMTPSink, count: int, extra: float = 1.0) -> list[Received]:
-    """Wait for `count` messages, then a while longer so that a duplicate would show."""
+def settle(sink: SMTPSink, count: int, server: ServerProcess) -> list[Received]:
+    """Wait for `count` messages, then for the shared outbox to be empty: once nothing is
+    pending, nothing more can be sent, so any duplicate has arrived by then."""
     sink.wait_for(count)
-    time.sleep(extra)
+    store = open_store(load_config(str(server.ini)))
+    try:
+        wait_until(lambda: store.count_notifications() == 0)
+    finally:
+        store.close()
     return list(sink.messages)
 
 
@@ -115,7 +114,7 @@ def test_smtp_down_then_back_all_events_in_order_once(tmp_path: Path, store_ini:
         wait_until(lambda: is_late(server, cid))
         wait_until(lambda: "delivery failed" in server.log())
         with sink:
-            got = settle(sink, 3)
+            got = settle(sink, 3, server)
         log = server.log()
     assert events(got) == [(cid, "late"), (cid, "resumed"), (cid, "late")]
     assert "delivery failed (attempt 1, temporary)" in log
@@ -135,7 +134,7 @@ def test_killed_while_pending_then_restarted(tmp_path: Path, store_ini: str) -> 
         server.kill()
         with sink:
             server.start()
-            got = settle(sink, 1)
+            got = settle(sink, 1, server)
     finally:
         server.stop()
     assert events(got) == [(cid, "late")]
@@ -154,10 +153,10 @@ def test_two_background_processes_send_each_event_once(
             worker.start()
         try:
             ids = [create(web, f"Job {i}", periodicity=0.5)["id"] for i in range(20)]
-            late = settle(sink, 20, extra=0.5)
+            late = settle(sink, 20, web)
             for cid in ids:  # resumed, and never late again
                 assert web.call("update", id=cid, periodicity=3600)[0] == 200
-            got = settle(sink, 40)
+            got = settle(sink, 40, web)
         finally:
             for worker in workers:
                 worker.stop()
@@ -203,10 +202,10 @@ def test_corrupt_canary_row_does_not_stop_the_others(tmp_path: Path, sink: SMTPS
         with sqlite3.connect(db) as conn:
             conn.execute("UPDATE canaries SET emails = '[\"unterminated' WHERE id = ?", (corrupt,))
             conn.execute("UPDATE canaries SET periodicity = 'not a schedule' WHERE id = ?", (odd,))
-        got = settle(sink, 2)
+        got = settle(sink, 2, server)
         wait_until(lambda: f"Canary {corrupt}: cannot check its deadline" in server.log())
         later = create(server, "Later", periodicity=PERIOD)["id"]  # still watched afterwards
-        got = settle(sink, 3, extra=0.5)
+        got = settle(sink, 3, server)
     assert sorted(events(got)) == sorted([(odd, "late"), (good, "late"), (later, "late")])
 
 

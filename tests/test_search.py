@@ -12,7 +12,7 @@ from coal_mine.business_logic import BusinessLogic
 from coal_mine.clock import FakeClock
 from coal_mine.limits import SEARCH_TIME_LIMIT
 from coal_mine.models import BadRequestError
-from tests.hardening_support import InProcessServer
+from tests.helpers import InProcessServer
 
 # Catastrophic backtracking against a long run of "a" that fails at the end.
 REDOS = [r"(a|aa)+$", r"^(a+)+$", r"(\w|\w\w)+$"]

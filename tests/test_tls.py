@@ -27,8 +27,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from coal_mine.config import WsgiConfig
 from coal_mine.limits import MAX_REQUEST_HEAD, MAX_REQUEST_LINE
 from coal_mine.server import make_ssl_context
-from tests.hardening_support import InProcessServer, parse_response, raw_request, read_all, timed
-from tests.helpers import REPO, ServerProcess
+from tests.helpers import REPO, InProcessServer, ServerProcess, parse_response, raw_request, read_all, timed
 
 
 def _name(common_name: str) -> x509.Name:

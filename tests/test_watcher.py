@@ -7,7 +7,6 @@ import sqlite3
 import time
 from datetime import datetime
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -17,6 +16,7 @@ from coal_mine.clock import Clock, FakeClock
 from coal_mine.models import Canary, StoreUnavailableError
 from coal_mine.sqlite_store import SQLiteStore
 from coal_mine.watcher import Watcher
+from tests.helpers import wait_until
 
 
 def kinds(store: AbstractStore) -> list[tuple[str, str]]:
@@ -179,13 +179,6 @@ def test_corrupt_sqlite_row_is_logged_and_others_go_late(
 
 
 # --- the thread ---------------------------------------------------------------------------
-
-
-def wait_until(condition: Any, timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.01)
 
 
 def test_thread_is_woken_by_writes_in_this_process(tmp_path: Path) -> None:
