@@ -72,6 +72,11 @@ def adopt_legacy(canaries: Collection[Any], retrier: Retrier, canary_id: str | N
     return adopted
 
 
+def legacy_count(canaries: Collection[Any]) -> int:
+    """How many messages legacy_pending() lists."""
+    return canaries.count_documents({"notify": True, "emails.0": {"$exists": True}})
+
+
 def legacy_pending(canaries: Collection[Any]) -> list[Notification]:
     """The messages Coal Mine flags stand for, not yet adopted (id "notify:<canary id>")."""
     found = []

@@ -37,7 +37,7 @@ from pymongo.errors import DuplicateKeyError
 from coal_mine.clock import Clock
 from coal_mine.models import Notification
 from coal_mine.mongo_docs import utc, utc_time
-from coal_mine.mongo_legacy import adopt_legacy, legacy_pending
+from coal_mine.mongo_legacy import adopt_legacy, legacy_count, legacy_pending
 from coal_mine.mongo_retry import Retrier
 
 log = logging.getLogger("coal_mine.mongo_store")
@@ -239,6 +239,17 @@ class MongoOutbox:
             return sorted(notes, key=lambda n: (n.created, str(n.id)))
 
         return self.retrier.read("find", scan)
+
+    def count(self) -> int:
+        """As many as pending() lists, counted by the server (events not yet moved out of
+        their canary are rare and few: they are looked at one by one)."""
+
+        def scan() -> int:
+            total = self.outbox.count_documents(_PENDING)
+            total += sum(1 for _, event in self._waiting_in_canaries() if not self.holds(event["nid"]))
+            return total + legacy_count(self.canaries)
+
+        return self.retrier.read("count", scan)
 
     def indexes(self) -> list[tuple[Collection[Any], list[tuple[str, int]], dict[str, Any]]]:
         """The indexes the outbox's queries use."""

@@ -405,21 +405,7 @@ class MongoStore(AbstractStore):
         return self._outbox.next_time()
 
     def count_notifications(self) -> int:
-        """As many as pending_notifications() lists, counted by the server."""
-
-        def count() -> int:
-            embedded = self.canaries.aggregate(
-                [
-                    {"$match": {"notifications.0": {"$exists": True}}},
-                    {"$group": {"_id": None, "n": {"$sum": {"$size": "$notifications"}}}},
-                ]
-            )
-            total = sum(int(doc["n"]) for doc in embedded)
-            total += self.side.count_documents({"staged": {"$exists": False}})
-            total += self.canaries.count_documents({"notify": True, "emails.0": {"$exists": True}})
-            return total
-
-        return int(self._run("count", count))
+        return self._outbox.count()
 
     def pending_notifications(self) -> list[Notification]:
         """Pending events (outbox and canaries) and Coal Mine's notify flags (id "notify:<id>")."""
