@@ -1,8 +1,10 @@
 """The test harness: real servers on 127.0.0.1 (a `coal-mine` process, or the real Api on the
-real PooledWSGIServer in this process), raw HTTP, and waiting for conditions."""
+real PooledWSGIServer in this process), the WSGI application called directly, raw HTTP,
+and waiting for conditions."""
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import signal
@@ -65,17 +67,59 @@ def http_get(url: str, timeout: float = 10.0) -> tuple[int, dict[str, Any]]:
         return exc.code, json.loads(body) if body else {}
 
 
-class RealServer:
-    """What both kinds of real server offer: URLs for API commands and calling them."""
-
-    base_url: str
-    port: int
+class ApiPaths:
+    """The one builder of API request paths, shared by every way of calling the API."""
 
     def path(self, command: str, **params: Any) -> str:
         """The path and query of an API command (or of a path starting with '/')."""
         path = command if command.startswith("/") else f"/coal-mine/v1/canary/{command}"
         query = urllib.parse.urlencode(params, doseq=True)
         return path + (f"?{query}" if query else "")
+
+
+class WsgiClient(ApiPaths):
+    """Calls the WSGI application directly, with the environ a server would build: for
+    rule-level API tests, which need no socket (the real servers below have their own)."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    def request(self, method: str, path: str, body: bytes = b"") -> tuple[int, dict[str, str], bytes]:
+        """(status, headers, whole body) of one request."""
+        path_info, _, query = path.partition("?")
+        environ = {
+            "REQUEST_METHOD": method,
+            "PATH_INFO": urllib.parse.unquote(path_info, encoding="latin-1"),  # as wsgiref does
+            "QUERY_STRING": query,
+            "CONTENT_LENGTH": str(len(body)),
+            "SERVER_NAME": "127.0.0.1",
+            "SERVER_PORT": "80",
+            "SERVER_PROTOCOL": "HTTP/1.1",
+            "wsgi.url_scheme": "http",
+            "wsgi.input": io.BytesIO(body),
+        }
+        started: list[tuple[str, list[tuple[str, str]]]] = []
+        result = self.app(environ, lambda status, headers, exc_info=None: started.append((status, headers)))
+        try:
+            data = b"".join(result)
+        finally:
+            close = getattr(result, "close", None)
+            if close is not None:
+                close()
+        ((status, headers),) = started
+        return int(status.split()[0]), dict(headers), data
+
+    def call(self, command: str, **params: Any) -> tuple[int, dict[str, Any]]:
+        """Call an API command (or a path starting with '/'); returns (status, JSON)."""
+        status, _, data = self.request("GET", self.path(command, **params))
+        return status, json.loads(data) if data else {}
+
+
+class RealServer(ApiPaths):
+    """What both kinds of real server offer: URLs for API commands and calling them."""
+
+    base_url: str
+    port: int
 
     def url(self, command: str, **params: Any) -> str:
         return self.base_url + self.path(command, **params)

@@ -63,24 +63,6 @@ def test_works_in_batches(logic: BusinessLogic, clock: FakeClock, store: Abstrac
     assert all(c.late for c in store.iter_canaries())
 
 
-def test_trigger_between_read_and_mark_wins(
-    logic: BusinessLogic, clock: FakeClock, store: AbstractStore
-) -> None:
-    cid = logic.create("Job", 60, emails=["a@b"]).id
-    clock.advance(61)
-    real = store.due_canaries
-
-    def due_then_trigger(now: datetime, limit: int) -> list[Canary]:
-        due = real(now, limit)
-        logic.trigger(cid, "just in time")
-        return due
-
-    store.due_canaries = due_then_trigger  # type: ignore[method-assign]
-    Watcher(logic).step()
-    assert not logic.get(cid).late
-    assert kinds(store) == []
-
-
 class Flaky(BusinessLogic):
     """mark_late fails for the canaries in `broken`."""
 
