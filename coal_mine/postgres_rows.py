@@ -10,6 +10,7 @@ from typing import Any
 import psycopg
 
 from coal_mine.clock import to_millis
+from coal_mine.sql_shared import NOTIFICATION_COLUMNS, notification_from_row, prune_rows
 from coal_mine.models import Canary, NewNotification, Notification, PrunePolicy
 
 CANARY_COLUMNS = (
@@ -20,7 +21,7 @@ HISTORY_ARRAYS = (
     "ARRAY(SELECT h.ts FROM history h WHERE h.canary_seq = c.seq ORDER BY h.ts DESC, h.hid DESC), "
     "ARRAY(SELECT h.comment FROM history h WHERE h.canary_seq = c.seq ORDER BY h.ts DESC, h.hid DESC)"
 )
-NOTE_COLUMNS = "n.nid, n.canary_id, n.kind, n.created, n.payload, n.attempts, n.not_before"
+NOTE_COLUMNS = ", ".join(f"n.{column}" for column in NOTIFICATION_COLUMNS)
 # Only the oldest pending notification of a canary may be sent, so that one
 # canary's messages always go out in the order they happened.
 HEAD = "n.nid = (SELECT min(m.nid) FROM notifications m WHERE m.canary_id = n.canary_id)"
@@ -65,16 +66,7 @@ def row_to_canary(row: Any, history: bool) -> Canary:
 
 
 def row_to_notification(row: Any) -> Notification:
-    nid, canary_id, kind, created, payload, attempts, not_before = row
-    return Notification(
-        id=nid,
-        canary_id=canary_id,
-        kind=kind,
-        created=created.astimezone(UTC),
-        payload=payload,
-        attempts=attempts,
-        not_before=not_before.astimezone(UTC),
-    )
+    return notification_from_row(row, lambda when: when.astimezone(UTC), dict)
 
 
 def notes_params(notifications: Iterable[NewNotification]) -> dict[str, Any]:
@@ -106,22 +98,12 @@ def prune_history(conn: psycopg.Connection, seq: int, policy: PrunePolicy) -> No
         if row is None:
             return
         count, oldest = row
-        remaining = count
-        if remaining > policy.min_entries and oldest is not None and oldest < policy.older_than:
-            remaining -= conn.execute(
-                "DELETE FROM history WHERE hid IN (SELECT hid FROM history WHERE canary_seq = %s "
-                "AND ts < %s ORDER BY ts, hid LIMIT %s)",
-                (seq, ms(policy.older_than), remaining - policy.min_entries),
-            ).rowcount
-        if remaining > policy.max_entries:
-            remaining -= conn.execute(
-                "DELETE FROM history WHERE hid IN (SELECT hid FROM history WHERE canary_seq = %s "
-                "ORDER BY ts, hid LIMIT %s)",
-                (seq, remaining - policy.max_entries),
-            ).rowcount
-        if remaining != count:
-            conn.execute(
-                "UPDATE canaries SET history_count = %s, history_oldest = "
-                "(SELECT min(ts) FROM history WHERE canary_seq = %s) WHERE seq = %s",
-                (remaining, seq, seq),
-            )
+        prune_rows(
+            lambda sql, params: conn.execute(sql, params).rowcount,
+            "%s",
+            seq,
+            count,
+            oldest,
+            ms(policy.older_than),
+            policy,
+        )

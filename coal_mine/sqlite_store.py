@@ -22,6 +22,7 @@ from coal_mine.models import (
     PrunePolicy,
     StoreUnavailableError,
 )
+from coal_mine.sql_shared import NOTIFICATION_COLUMNS, Execute, notification_from_row, prune_rows
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +95,10 @@ def _from_db(value: int | None) -> datetime | None:
     return None if value is None else _EPOCH + timedelta(microseconds=value)
 
 
+def _rowcount(conn: sqlite3.Connection) -> Execute:
+    return lambda sql, params: conn.execute(sql, params).rowcount
+
+
 def _column_value(name: str, value: Any) -> Any:
     if name == "deadline":
         return _to_db(value)
@@ -131,19 +136,10 @@ def _due_row_to_canary(row: tuple) -> Canary:
 
 
 def _row_to_notification(row: tuple) -> Notification:
-    nid, canary_id, kind, created, payload, attempts, not_before = row
-    return Notification(
-        id=nid,
-        canary_id=canary_id,
-        kind=kind,
-        created=_from_db(created),
-        payload=json.loads(payload),
-        attempts=attempts,
-        not_before=_from_db(not_before),
-    )
+    return notification_from_row(row, _from_db, json.loads)
 
 
-_NOTE_COLUMNS = "nid, canary_id, kind, created, payload, attempts, not_before"
+_NOTE_COLUMNS = ", ".join(NOTIFICATION_COLUMNS)
 # The oldest pending notification of each canary: only it may be sent, so that
 # one canary's messages always go out in the order they happened.
 _HEADS = (
@@ -352,7 +348,8 @@ class SQLiteStore(AbstractStore):
                         (seq, _to_db(history[0]), history[1]),
                     )
                     if prune is not None:
-                        self._prune(conn, seq, count, _from_db(oldest), prune)
+                        run = _rowcount(conn)
+                        prune_rows(run, "?", seq, count, oldest, _to_db(prune.older_than), prune)
                 for new in notifications:
                     conn.execute(
                         "INSERT INTO notifications (canary_id, kind, created, payload, not_before) "
@@ -368,35 +365,6 @@ class SQLiteStore(AbstractStore):
         except sqlite3.IntegrityError as exc:
             raise self._clash(exc, canary_id, changes.get("slug")) from exc
         return True
-
-    @staticmethod
-    def _prune(
-        conn: sqlite3.Connection, seq: int, count: int, oldest: datetime | None, policy: PrunePolicy
-    ) -> None:
-        """Delete the oldest entries by index range; never reads the whole history.
-
-        The usual trigger costs no statement here: the canary row says how many
-        entries there are and how old the oldest is.
-        """
-        remaining = count
-        if remaining > policy.min_entries and oldest is not None and oldest < policy.older_than:
-            remaining -= conn.execute(
-                "DELETE FROM history WHERE hid IN (SELECT hid FROM history WHERE canary_seq = ? "
-                "AND ts < ? ORDER BY ts, hid LIMIT ?)",
-                (seq, _to_db(policy.older_than), remaining - policy.min_entries),
-            ).rowcount
-        if remaining > policy.max_entries:
-            remaining -= conn.execute(
-                "DELETE FROM history WHERE hid IN (SELECT hid FROM history WHERE canary_seq = ? "
-                "ORDER BY ts, hid LIMIT ?)",
-                (seq, remaining - policy.max_entries),
-            ).rowcount
-        if remaining != count:
-            conn.execute(
-                "UPDATE canaries SET history_count = ?, history_oldest = "
-                "(SELECT MIN(ts) FROM history WHERE canary_seq = ?) WHERE seq = ?",
-                (remaining, seq, seq),
-            )
 
     def delete(self, canary_id: str) -> bool:
         with self._write() as conn:

@@ -1,0 +1,65 @@
+"""What the SQL stores (SQLite, PostgreSQL) share: the notification row and history pruning."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+from coal_mine.models import Notification, PrunePolicy
+
+Execute = Callable[[str, tuple[Any, ...]], int]  # runs one statement, returns its rowcount
+
+# The columns of a notification row, in the order notification_from_row takes them.
+NOTIFICATION_COLUMNS = ("nid", "canary_id", "kind", "created", "payload", "attempts", "not_before")
+
+
+def notification_from_row(
+    row: Any, when: Callable[[Any], datetime], payload: Callable[[Any], dict[str, Any]]
+) -> Notification:
+    """A Notification from a row of NOTIFICATION_COLUMNS; `when` and `payload` decode the
+    database's time and payload forms."""
+    nid, canary_id, kind, created, data, attempts, not_before = row
+    return Notification(
+        id=nid,
+        canary_id=canary_id,
+        kind=kind,
+        created=when(created),
+        payload=payload(data),
+        attempts=attempts,
+        not_before=when(not_before),
+    )
+
+
+def prune_rows(
+    execute: Execute, mark: str, seq: int, count: int, oldest: Any, older_than: Any, policy: PrunePolicy
+) -> None:
+    """Delete a canary's oldest history entries by index range; never reads the whole history.
+
+    `count` and `oldest` are what the canary row says (so the usual trigger costs no
+    statement here); `oldest` and `older_than` are in the database's own time form.
+    `mark` is the driver's parameter placeholder ("?" or "%s").
+    """
+
+    def run(sql: str, params: tuple[Any, ...]) -> int:
+        return execute(sql.replace("?", mark), params)
+
+    remaining = count
+    if remaining > policy.min_entries and oldest is not None and oldest < older_than:
+        remaining -= run(
+            "DELETE FROM history WHERE hid IN (SELECT hid FROM history WHERE canary_seq = ? "
+            "AND ts < ? ORDER BY ts, hid LIMIT ?)",
+            (seq, older_than, remaining - policy.min_entries),
+        )
+    if remaining > policy.max_entries:
+        remaining -= run(
+            "DELETE FROM history WHERE hid IN (SELECT hid FROM history WHERE canary_seq = ? "
+            "ORDER BY ts, hid LIMIT ?)",
+            (seq, remaining - policy.max_entries),
+        )
+    if remaining != count:
+        run(
+            "UPDATE canaries SET history_count = ?, history_oldest = "
+            "(SELECT min(ts) FROM history WHERE canary_seq = ?) WHERE seq = ?",
+            (remaining, seq, seq),
+        )
