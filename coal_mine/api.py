@@ -16,6 +16,7 @@ from typing import Any
 from urllib.parse import parse_qs
 
 from coal_mine.business_logic import BusinessLogic
+from coal_mine.config import WebConfig
 from coal_mine.http_errors import JSON_CONTENT_TYPE, HttpError, error_body, http_status
 from coal_mine.models import BadRequestError, Canary, CoalMineError
 
@@ -139,11 +140,18 @@ class Api:
     `read_only_auth_key`, if also set, is accepted instead of it for get and list."""
 
     def __init__(
-        self, logic: BusinessLogic, auth_key: str | None = None, read_only_auth_key: str | None = None
+        self,
+        logic: BusinessLogic,
+        auth_key: str | None = None,
+        read_only_auth_key: str | None = None,
+        web: WebConfig | None = None,
     ) -> None:
+        from coal_mine.ui import Dashboard  # imported here: the dashboard uses this module
+
         self.logic = logic
         self.auth_key = auth_key
         self.read_only_auth_key = read_only_auth_key
+        self.ui = Dashboard(self, web)
         self.commands: dict[str, Callable[[Request], Any]] = {
             "create": self.create,
             "delete": self.delete,
@@ -158,6 +166,8 @@ class Api:
     # --- WSGI ------------------------------------------------------------------
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        if self.ui.handles(environ.get("PATH_INFO", "")):
+            return self.ui(environ, start_response)
         try:
             command, query = self._route(environ)
             result = self.commands[command](Request(query))

@@ -11,6 +11,7 @@ import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 from typing import Any
 
 CONFIG_FILE = "coal-mine.ini"
@@ -95,6 +96,14 @@ class WsgiConfig:
 
 
 @dataclass(frozen=True)
+class WebConfig:
+    """The dashboard: the address alerts link to (None: no link) and how long a sign-in lasts."""
+
+    base_url: str | None = None
+    session_lifetime: float = 43200.0
+
+
+@dataclass(frozen=True)
 class WatcherConfig:
     rescan_interval: float = 10.0
     delayed_after: float = 86400.0
@@ -111,6 +120,7 @@ class Config:
     wsgi: WsgiConfig = field(default_factory=WsgiConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     watcher: WatcherConfig = field(default_factory=WatcherConfig)
+    web: WebConfig = field(default_factory=WebConfig)
 
 
 # Known settings of each section; [mongodb] also passes unknown keys to MongoClient.
@@ -131,6 +141,7 @@ _KNOWN = {
         "request_timeout",
     },
     "watcher": {"rescan_interval", "delayed_after", "retry_max_delay"},
+    "web": {"base_url", "session_lifetime"},
 }
 
 
@@ -223,6 +234,18 @@ _LOGGING_PARSERS: dict[str, Parser] = {
 _WATCHER_PARSERS: dict[str, Parser] = {key: _seconds for key in _KNOWN["watcher"]}
 
 
+def _base_url(where: str, value: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.netloc or parts.query or parts.fragment:
+        raise ConfigError(
+            f'{where}: "{value}" is not an http:// or https:// address (like https://coal-mine.example.com)'
+        )
+    return value.rstrip("/")
+
+
+_WEB_PARSERS: dict[str, Parser] = {"base_url": _base_url, "session_lifetime": _seconds}
+
+
 def _email(get: Getter, where: Namer) -> EmailConfig:
     return EmailConfig(**_given(get, where, _EMAIL_PARSERS))
 
@@ -289,6 +312,7 @@ def from_environment(environ: Mapping[str, str]) -> Config:
         "host": "WSGI_HOST",
         "workers": "WSGI_WORKERS",
     }
+    web_names = {"base_url": "BASE_URL", "session_lifetime": "WEB_SESSION_LIFETIME"}
     email = _email(getter(email_names), where(email_names))
     if bool(email.username) != bool(email.password):
         raise ConfigError("SMTP_USERNAME and SMTP_PASSWORD must be given together")
@@ -297,6 +321,7 @@ def from_environment(environ: Mapping[str, str]) -> Config:
         store=store,
         email=email,
         wsgi=_wsgi(getter(wsgi_names), where(wsgi_names)),
+        web=WebConfig(**_given(getter(web_names), where(web_names), _WEB_PARSERS)),
     )
 
 
@@ -375,6 +400,7 @@ def from_ini(path: str) -> Config:
         wsgi=_wsgi(getter("wsgi"), where("wsgi")),
         logging=LoggingConfig(**given("logging", _LOGGING_PARSERS)),
         watcher=WatcherConfig(**given("watcher", _WATCHER_PARSERS)),
+        web=WebConfig(**given("web", _WEB_PARSERS)),
     )
 
 

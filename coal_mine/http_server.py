@@ -6,9 +6,10 @@ selector), so an idle or trickling client costs a file descriptor and a small
 buffer, never a worker. With HTTPS it does the TLS handshake the same way. A
 connection goes to the fixed pool of workers only once its request line and
 headers are complete, all within one deadline (request_timeout) from its
-accept; workers never wait for a client to speak. Past the limits in
-coal_mine.limits the client gets an immediate JSON error: 414 (request line),
-431 (head), 503 (all workers busy). A failed TLS handshake is closed silently
+accept; workers never wait for a client to speak. A request body (the
+dashboard's forms) is collected the same way, up to its Content-Length.
+Past the limits in coal_mine.limits the client gets an immediate JSON error:
+414 (request line), 431 (head), 413 (body), 503 (all workers busy). A failed TLS handshake is closed silently
 (and logged).
 When too many connections are waiting for their head, the oldest is dropped,
 so a flood of idle connections cannot lock new clients out.
@@ -32,7 +33,7 @@ from urllib.parse import quote, quote_plus, unquote_plus
 from wsgiref.simple_server import ServerHandler, WSGIRequestHandler, WSGIServer
 
 from coal_mine.http_errors import JSON_CONTENT_TYPE, error_body
-from coal_mine.limits import MAX_PENDING_CONNECTIONS, MAX_REQUEST_HEAD, MAX_REQUEST_LINE
+from coal_mine.limits import MAX_PENDING_CONNECTIONS, MAX_REQUEST_BODY, MAX_REQUEST_HEAD, MAX_REQUEST_LINE
 
 log = logging.getLogger("coal_mine.access")
 
@@ -73,11 +74,33 @@ _LINE_TOO_LONG = error_response("414 URI Too Long", f"Request line longer than {
 _HEAD_TOO_LARGE = error_response(
     "431 Request Header Fields Too Large", f"Request head longer than {MAX_REQUEST_HEAD} bytes"
 )
+_BODY_TOO_LARGE = error_response(
+    "413 Content Too Large", f"Request body longer than {MAX_REQUEST_BODY} bytes (or of unknown length)"
+)
+_CONTENT_LENGTH = re.compile(rb"\ncontent-length[ \t]*:[ \t]*([^\r\n]*)", re.I)
+_CHUNKED = re.compile(rb"\ntransfer-encoding[ \t]*:", re.I)
 
 
 def _head_complete(buffer: bytes | bytearray) -> bool:
     """Whether the buffer holds the blank line that ends a request head."""
     return b"\n\r\n" in buffer or b"\n\n" in buffer
+
+
+def _request_size(buffer: bytes | bytearray) -> tuple[int, int | None]:
+    """The size of the head `buffer` completes, and of the whole request with its
+    Content-Length body: None when the body is too large or of unknown length (chunked)."""
+    ends = [i + n for i, n in ((buffer.find(b"\n\r\n"), 3), (buffer.find(b"\n\n"), 2)) if i >= 0]
+    head_end = min(ends)
+    head = bytes(buffer[:head_end])
+    if _CHUNKED.search(head):
+        return head_end, None
+    lengths = {value.strip() for value in _CONTENT_LENGTH.findall(head)}
+    if not lengths:
+        return head_end, head_end
+    length = lengths.pop()
+    if lengths or not length.isdigit() or int(length) > MAX_REQUEST_BODY:
+        return head_end, None
+    return head_end, head_end + int(length)
 
 
 def _line_too_long(buffer: bytes | bytearray) -> bool:
@@ -286,7 +309,7 @@ class PooledWSGIServer(WSGIServer):
             return
         while True:
             try:
-                data = sock.recv(MAX_REQUEST_HEAD + 1 - len(head))
+                data = sock.recv(MAX_REQUEST_HEAD + MAX_REQUEST_BODY + 1 - len(head))
             except (BlockingIOError, InterruptedError, ssl.SSLWantReadError):
                 if state is not _PLAIN:
                     self._wait_for(selector, entry, selectors.EVENT_READ)
@@ -304,8 +327,16 @@ class PooledWSGIServer(WSGIServer):
                 self._drop(selector, pending, fd, _LINE_TOO_LONG)
                 return
             if _head_complete(head):
-                break
-            if len(head) > MAX_REQUEST_HEAD:
+                head_size, size = _request_size(head)
+                if head_size > MAX_REQUEST_HEAD:
+                    self._drop(selector, pending, fd, _HEAD_TOO_LARGE)
+                    return
+                if size is None:
+                    self._drop(selector, pending, fd, _BODY_TOO_LARGE)
+                    return
+                if len(head) >= size:
+                    break
+            elif len(head) > MAX_REQUEST_HEAD:
                 self._drop(selector, pending, fd, _HEAD_TOO_LARGE)
                 return
             if state is _PLAIN:

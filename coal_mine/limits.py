@@ -18,6 +18,7 @@ __all__ = [
     "MAX_NAME_LENGTH",
     "MAX_PENDING_CONNECTIONS",
     "MAX_PERIODICITY",
+    "MAX_REQUEST_BODY",
     "MAX_REQUEST_HEAD",
     "MAX_REQUEST_LINE",
     "MAX_SCHEDULE_LENGTH",
@@ -29,6 +30,7 @@ __all__ = [
 # HTTP (bytes, as sent on the wire).
 MAX_REQUEST_LINE = 32768  # "GET /path?query HTTP/1.1"; longer is a 414
 MAX_REQUEST_HEAD = 65536  # request line and all headers; longer is a 431
+MAX_REQUEST_BODY = 262144  # a dashboard form (Content-Length); longer, or chunked, is a 413
 MAX_PENDING_CONNECTIONS = 512  # connections still sending their request head
 
 # Canary fields (characters, after URL decoding); longer is a 400.

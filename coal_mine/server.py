@@ -160,7 +160,8 @@ def make_app(config_path: str | None = None) -> Api:
     `gunicorn 'coal_mine.server:make_app()'`. Serves HTTP only, like `--web`."""
     config = load_config(config_path)
     logic = BusinessLogic(open_store(config), Clock())
-    return Api(logic, auth_key=config.wsgi.auth_key, read_only_auth_key=config.wsgi.read_only_auth_key)
+    wsgi = config.wsgi
+    return Api(logic, auth_key=wsgi.auth_key, read_only_auth_key=wsgi.read_only_auth_key, web=config.web)
 
 
 def make_ssl_context(wsgi: WsgiConfig) -> ssl.SSLContext | None:
@@ -237,7 +238,12 @@ def _serve(args: argparse.Namespace) -> int:
             try:
                 httpd = PooledWSGIServer(
                     (host, port),
-                    Api(logic, auth_key=wsgi.auth_key, read_only_auth_key=wsgi.read_only_auth_key),
+                    Api(
+                        logic,
+                        auth_key=wsgi.auth_key,
+                        read_only_auth_key=wsgi.read_only_auth_key,
+                        web=config.web,
+                    ),
                     workers=wsgi.workers,
                     request_timeout=wsgi.request_timeout,
                     ssl_context=ssl_context,

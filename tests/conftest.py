@@ -13,6 +13,7 @@ from coal_mine.business_logic import BusinessLogic
 from coal_mine.clock import FakeClock
 from tests.helpers import ServerProcess
 from tests.stores import POSTGRESQL_SKIP_REASON, POSTGRESQL_URI_VARIABLE, STORE_FACTORIES
+from tests.ui_support import BROWSER_STATUS
 
 
 @pytest.fixture
@@ -55,8 +56,14 @@ def _postgresql_count(terminalreporter: pytest.TerminalReporter, outcome: str) -
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
-    """Say in one line each whether the live-MongoDB and PostgreSQL variants ran
-    (without a server they skip)."""
+    """Say in one line each whether the live-MongoDB and PostgreSQL variants and the browser
+    tests ran (without a server, or without Chromium, they skip)."""
+    if "skipped" in BROWSER_STATUS:
+        terminalreporter.write_sep(
+            "!", f"BROWSER TESTS SKIPPED: {BROWSER_STATUS['skipped']}", red=True, bold=True
+        )
+    elif "ran" in BROWSER_STATUS:
+        terminalreporter.write_line(f"browser tests: ran in headless {BROWSER_STATUS['ran']}")
     if os.environ.get("COAL_MINE_TEST_MONGODB_URI"):
         terminalreporter.write_line("live MongoDB tests: ran against COAL_MINE_TEST_MONGODB_URI")
     else:

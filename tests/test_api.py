@@ -179,7 +179,6 @@ def test_trigger_short_and_long_forms(srv: WsgiClient) -> None:
         "/coal-mine/v1/canary/",
         "/coal-mine/v1/canary/explode",
         "/coal-mine/v2/canary/get",
-        "/",
     ],
 )
 def test_unknown_paths_are_404_json(srv: WsgiClient, path: str) -> None:
