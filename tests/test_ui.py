@@ -100,12 +100,12 @@ def test_create_keeps_input_and_shows_the_rules_error_by_the_field(open_server: 
     assert 'value="nightly &lt;backup&gt;"' in page and "ops@example.com</textarea>" in page
     status, _, page = client.post("new", {**form, "periodicity": "60", "emails": "ops@@example.com"})
     assert status == 400 and 'id="emails-error"' in page and "Bad email address" in page
-    assert list(open_server.logic.list()) == []
+    assert list(open_server.logic.list_canaries()) == []
     status, headers, _ = client.post(
         "new", {**form, "periodicity": "3600", "emails": "a@example.com b@x.org"}
     )
     assert status == 303
-    (canary,) = open_server.logic.list()
+    (canary,) = open_server.logic.list_canaries()
     assert headers["location"] == f"{UI}canary/{canary.id}?done=created"
     assert canary.name == "nightly <backup>" and canary.periodicity == 3600
     assert canary.emails == ["a@example.com", "b@x.org"]
@@ -160,7 +160,7 @@ def test_actions_edit_and_delete(open_server: DashboardServer) -> None:
     status, _, page = client.get(f"{base}/delete")
     assert status == 200 and "Delete “job 2”?" in page
     assert client.post(f"{base}/delete", {})[1]["location"] == f"{UI}?done=deleted"
-    assert list(open_server.logic.list()) == []
+    assert list(open_server.logic.list_canaries()) == []
     assert client.post(f"{base}/trigger", {})[0] == 404
 
 
@@ -195,7 +195,7 @@ def test_form_body_arriving_in_pieces_is_read_whole(open_server: DashboardServer
             sock.sendall(body[i : i + 7])
         status, _ = parse_response(read_all(sock))
     assert status == 303
-    assert [c.name for c in open_server.logic.list()] == ["trickled"]
+    assert [c.name for c in open_server.logic.list_canaries()] == ["trickled"]
 
 
 # --- sign-in --------------------------------------------------------------------------------------------

@@ -209,12 +209,12 @@ def test_create_through_the_form_with_a_validation_error(
     assert page.get_by_label("Periodicity").get_attribute("aria-invalid") == "true"
     assert page.get_by_label("Name").input_value() == "hourly report"
     assert page.get_by_label("Emails").input_value() == "ops@example.com\nboss@example.com"
-    assert list(server.logic.list()) == []
+    assert list(server.logic.list_canaries()) == []
     page.get_by_label("Periodicity").fill("3600")
     page.get_by_role("button", name="Create").click()
     expect(page.get_by_role("status")).to_have_text("Canary created.")
     expect(page.get_by_role("heading", name="hourly report")).to_be_visible()
-    (canary,) = server.logic.list()
+    (canary,) = server.logic.list_canaries()
     assert canary.periodicity == 3600 and canary.emails == ["ops@example.com", "boss@example.com"]
 
 
@@ -283,7 +283,7 @@ def test_pause_unpause_trigger_edit_and_delete(server: DashboardServer, open_pag
     page.get_by_role("button", name="Delete “deploy check v2”").click()
     expect(page.get_by_role("status")).to_have_text("Canary deleted.")
     expect(page.locator("#counts")).to_have_text("0 canaries · 0 late · 0 paused")
-    assert list(server.logic.list()) == []
+    assert list(server.logic.list_canaries()) == []
 
 
 def test_csrf_rejection(server: DashboardServer, open_page: OpenPage) -> None:

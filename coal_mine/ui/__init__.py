@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING, Any
 from jinja2 import Environment, PackageLoader
 
 from coal_mine.config import WebConfig
+from coal_mine.http_errors import http_status
+from coal_mine.models import CoalMineError
 from coal_mine.ui import views
 from coal_mine.ui.session import COOKIE, Session, SessionSigner
 from coal_mine.ui.web import UI_PREFIX, BadForm, Request, Response, StartResponse, cookie_header, redirect
@@ -125,7 +127,10 @@ class Dashboard:
         page.fresh = fresh
         if fresh:
             page.cookies.append(self.session_cookie(request, session))
-        response = self._dispatch(page)
+        try:
+            response = self._dispatch(page)
+        except CoalMineError as exc:  # e.g. the database is unavailable (503)
+            response = page.render("message.html", http_status(exc), title="Error", message=str(exc))
         response.headers += page.cookies
         return response
 

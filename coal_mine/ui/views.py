@@ -144,12 +144,12 @@ def canary_list(page: Page) -> Response:
         number = max(1, int(query.get("page", "1")))
     except ValueError:
         number = 1
-    everything = list(page.logic.list())
+    everything = list(page.logic.list_canaries())
     counts = Counter(present.state(c) for c in everything)
     selected, error, status = everything, None, "200 OK"
     if search:
         try:
-            matching = {c.id for c in page.logic.list(search=search)}
+            matching = {c.id for c in page.logic.list_canaries(search=search)}
         except BadRequestError as exc:
             matching, error, status = set(), str(exc), "400 Bad Request"
         selected = [c for c in selected if c.id in matching]
@@ -325,9 +325,7 @@ def create(page: Page) -> Response:
     try:
         periodicity, emails = _parse(values)
         canary = page.logic.create(values["name"].strip(), periodicity, values["description"], emails, paused)
-    except CoalMineError as exc:
-        if exc.http_status != "400 Bad Request":
-            raise
+    except (BadRequestError, AlreadyExistsError) as exc:
         errors = {_field_for(exc): str(exc)}
         return page.render(
             "form.html", "400 Bad Request", canary=None, values=values, errors=errors, paused=paused
@@ -363,11 +361,9 @@ def edit(page: Page) -> Response:
             description=values["description"],
             emails=emails,
         )
-    except CoalMineError as exc:
+    except (BadRequestError, AlreadyExistsError) as exc:
         if str(exc) == "No updates specified":
             return redirect(f"{UI_PREFIX}canary/{canary.id}?done=unchanged")
-        if exc.http_status != "400 Bad Request":
-            raise
         errors = {_field_for(exc): str(exc)}
         return page.render(
             "form.html", "400 Bad Request", canary=canary, values=values, errors=errors, paused=False
