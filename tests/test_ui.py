@@ -288,8 +288,9 @@ def test_server_process_serves_the_dashboard_and_logs_no_key(tmp_path: Path) -> 
         assert client.post("new", {"name": "from ui", "periodicity": "60"})[0] == 303
         status, body = server.call("list", auth_key="process-key-789")
         assert [c["name"] for c in body["canaries"]] == ["from ui"]
-        log = server.log()
-    assert "process-key-789" not in log and "POST /coal-mine/ui/new" in log
+    log = server.log()  # complete: the process has stopped
+    assert "process-key-789" not in log, [line for line in log.splitlines() if "789" in line]
+    assert "POST /coal-mine/ui/new" in log
 
 
 # --- what pages show ---------------------------------------------------------------------------------
