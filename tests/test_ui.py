@@ -15,7 +15,7 @@ from coal_mine.config import ConfigError, WebConfig, load_config
 from coal_mine.limits import MAX_REQUEST_BODY
 from coal_mine.models import Canary
 from coal_mine.ui import present
-from tests.hardening_support import parse_response, read_all
+from tests.helpers import parse_response, read_all
 from tests.helpers import ServerProcess, http_get
 from tests.ui_support import UI, Client, DashboardServer
 
