@@ -99,7 +99,8 @@ class Cluster:
             stderr=subprocess.PIPE,
         )
 
-    def _start_server(self) -> None:
+    def start_server(self) -> None:
+        """Start the server process on the cluster's port (after stop())."""
         options = f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.dir} -c max_connections=300"
         if not self.fsync:
             options += " -c fsync=off -c full_page_writes=off"
@@ -108,7 +109,7 @@ class Cluster:
 
     def start(self) -> Cluster:
         """Start the server and create the test database."""
-        self._start_server()
+        self.start_server()
         self._psql(f"CREATE DATABASE {DATABASE}")
         return self
 
@@ -128,7 +129,7 @@ class Cluster:
     def restart(self) -> None:
         """Stop (fast: every connection is dropped) and start again on the same port."""
         self.stop()
-        self._start_server()
+        self.start_server()
 
     def remove(self) -> None:
         """Stop the server if it runs and delete the directory."""
