@@ -182,7 +182,10 @@ def make_ssl_context(wsgi: WsgiConfig) -> ssl.SSLContext | None:
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="coal-mine", description="Coal Mine server: watches canaries and emails when one is late."
+        prog="coal-mine",
+        description="Coal Mine server: watches canaries and emails when one is late.",
+        epilog="coal-mine copy-store --from URI --to URI [--force] copies one store into another "
+        "(see coal-mine copy-store --help).",
     )
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--web", action="store_true", help="serve HTTP only (no deadline work)")
@@ -196,8 +199,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the server until SIGTERM or SIGINT; 2 (after one line on stderr) if it cannot start."""
-    args = parse_args(argv)
+    """Run the server until SIGTERM or SIGINT; 2 (after one line on stderr) if it cannot start.
+    As `coal-mine copy-store …` it copies one store into another instead."""
+    arguments = sys.argv[1:] if argv is None else list(argv)
+    if arguments[:1] == ["copy-store"]:
+        from coal_mine.copy_store import main as copy_store
+
+        return copy_store(arguments[1:])
+    args = parse_args(arguments)
     try:
         return _serve(args)
     except ConfigError as exc:
