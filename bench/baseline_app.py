@@ -15,6 +15,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from coal_mine.api import Api
 from coal_mine.config import LoggingConfig, WsgiConfig
 from coal_mine.http_server import PooledWSGIServer
 from coal_mine.server import setup_logging
@@ -35,7 +36,11 @@ def main(argv: list[str]) -> int:
     setup_logging(LoggingConfig(file=log_file))
     defaults = WsgiConfig()
     httpd = PooledWSGIServer(
-        ("127.0.0.1", port), app, workers=defaults.workers, request_timeout=defaults.request_timeout
+        ("127.0.0.1", port),
+        app,
+        workers=defaults.workers,
+        quick=Api.is_trigger_path,  # as the real server: the benchmark's /<id> paths are triggers
+        request_timeout=defaults.request_timeout,
     )
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())

@@ -165,6 +165,11 @@ class Api:
 
     # --- WSGI ------------------------------------------------------------------
 
+    @staticmethod
+    def is_trigger_path(path: str) -> bool:
+        """Whether a request for this path is a trigger (for servers that serve those first)."""
+        return path == URL_PREFIX + "trigger" or _SHORT_TRIGGER.match(path) is not None
+
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         if self.ui.handles(environ.get("PATH_INFO", "")):
             return self.ui(environ, start_response)

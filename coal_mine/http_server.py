@@ -13,13 +13,18 @@ Past the limits in coal_mine.limits the client gets an immediate JSON error:
 (and logged).
 When too many connections are waiting for their head, the oldest is dropped,
 so a flood of idle connections cannot lock new clients out.
+
+Slow readers: a whole response must be written within one deadline; triggers
+(the `quick` paths) go first in the queue and have workers of their own; other
+requests compute one at a time (see PooledWSGIServer); shutdown cuts off the
+clients still being answered after a short grace.
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
-import queue
 import re
 import selectors
 import socket
@@ -27,13 +32,21 @@ import socketserver
 import ssl
 import threading
 import time
-from collections.abc import Iterable
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, quote_plus, unquote_plus
 from wsgiref.simple_server import ServerHandler, WSGIRequestHandler, WSGIServer
 
 from coal_mine.http_errors import JSON_CONTENT_TYPE, error_body
-from coal_mine.limits import MAX_PENDING_CONNECTIONS, MAX_REQUEST_BODY, MAX_REQUEST_HEAD, MAX_REQUEST_LINE
+from coal_mine.limits import (
+    MAX_PENDING_CONNECTIONS,
+    MAX_REQUEST_BODY,
+    MAX_REQUEST_HEAD,
+    MAX_REQUEST_LINE,
+    RESPONSE_TIME_LIMIT,
+)
 
 log = logging.getLogger("coal_mine.access")
 
@@ -42,6 +55,9 @@ _MIN_SCRUBBED_SECRET = 6  # shorter secrets would blank out ordinary words
 _ACCEPTS_PER_ROUND = 64
 # A waiting connection's TLS state: none, handshake under way, handshake done.
 _PLAIN, _HANDSHAKE, _OPEN = "plain", "handshake", "open"
+# Escapes for the access log, as http.server's own log_message writes them: a request line
+# or header cannot forge log lines or send terminal escapes.
+_CONTROL_CHARS = {c: rf"\x{c:02x}" for c in (*range(0x20), *range(0x7F, 0xA0))}
 
 
 def redact(text: str, secrets: Iterable[str] = ()) -> str:
@@ -110,35 +126,66 @@ def _line_too_long(buffer: bytes | bytearray) -> bool:
 
 
 class _SocketWriter(io.BufferedIOBase):
-    """Unbuffered writes straight to the socket (what wsgiref expects of wfile)."""
+    """Unbuffered writes straight to the socket (what wsgiref expects of wfile), all of
+    them within one deadline: a client that reads too slowly is cut off, however
+    steadily it reads."""
 
-    def __init__(self, sock: socket.socket) -> None:
+    def __init__(self, sock: socket.socket, deadline: float) -> None:
         self.sock = sock
+        self.deadline = deadline
 
     def writable(self) -> bool:
         return True
 
     def write(self, data: Any) -> int:
+        remaining = self.deadline - time.monotonic()
+        if remaining <= 0:
+            raise TimeoutError("response not read within the time limit")
+        # Since Python 3.5 a socket timeout bounds a whole sendall(), not each send().
+        self.sock.settimeout(remaining)
         self.sock.sendall(data)
         with memoryview(data) as view:
             return view.nbytes
 
 
+class _Handler(ServerHandler):
+    """wsgiref's handler; for HEAD it sends the headers a GET would get, and no body."""
+
+    server_software = "CoalMine"
+    head_only = False
+    status: str | None  # set by wsgiref
+    headers_sent: bool
+    request_handler: RequestHandler  # wsgiref logs through it
+
+    def write(self, data: bytes) -> None:
+        if not self.head_only:
+            super().write(data)
+            return
+        if not self.status:
+            raise AssertionError("write() before start_response()")
+        if not self.headers_sent:
+            self.bytes_sent = len(data)
+            self.send_headers()
+        else:
+            self.bytes_sent += len(data)
+
+
 class RequestHandler(WSGIRequestHandler):
     """wsgiref's handler, fed a complete request head, answering errors in JSON,
-    with a redacted access log. `timeout` bounds each write."""
+    with a redacted access log free of control characters. `timeout` is the
+    time limit for writing a whole response."""
 
-    timeout = 10.0
+    timeout = RESPONSE_TIME_LIMIT
     server_version = "CoalMine"
+    sys_version = ""  # the Server header names no Python version
     default_request_version = "HTTP/1.0"  # answer even garbage with a status line and headers
     server: PooledWSGIServer
 
     def setup(self) -> None:
-        sock, head = self.request
+        sock, head, self.quick = self.request
         self.connection = sock
-        sock.settimeout(self.timeout)
         self.rfile: Any = io.BytesIO(head)
-        self.wfile: Any = _SocketWriter(sock)
+        self.wfile: Any = _SocketWriter(sock, time.monotonic() + self.timeout)
 
     def handle(self) -> None:
         self.raw_requestline = self.rfile.readline(MAX_REQUEST_LINE + 1)
@@ -148,13 +195,15 @@ class RequestHandler(WSGIRequestHandler):
             return
         if not self.raw_requestline or not self.parse_request():
             return
-        handler = ServerHandler(
-            self.rfile, self.wfile, self.get_stderr(), self.get_environ(), multithread=False
-        )
-        handler.request_handler = self  # type: ignore[attr-defined]  # wsgiref logs through it
+        handler = _Handler(self.rfile, self.wfile, self.get_stderr(), self.get_environ(), multithread=False)
+        handler.head_only = self.command == "HEAD"
+        handler.request_handler = self  # wsgiref logs through it
         app = self.server.get_app()
-        assert app is not None, "set_app() is called before serving"
-        handler.run(app)
+        assert app is not None
+        handler.run(app if self.quick else _gated(app, self.server.heavy_gate))
+
+    def version_string(self) -> str:
+        return self.server_version
 
     def get_environ(self) -> dict[str, Any]:
         environ = super().get_environ()
@@ -173,21 +222,128 @@ class RequestHandler(WSGIRequestHandler):
         self.send_header("Content-Length", str(len(body)))
         self.send_header("Connection", "close")
         self.end_headers()
-        if self.command != "HEAD":
+        # http.server has not set self.command yet when the request line is bad.
+        if not getattr(self, "raw_requestline", b"").startswith(b"HEAD "):
             self.wfile.write(body)
 
     def log_message(self, format: str, *args: Any) -> None:
-        log.info("%s %s", self.client_address[0], redact(format % args, self.server.secrets))
+        message = redact(format % args, self.server.secrets).translate(_CONTROL_CHARS)
+        log.info("%s %s", self.client_address[0], message)
+
+
+class _GatedIterable:
+    """A response body whose every piece is produced holding the gate."""
+
+    def __init__(self, result: Iterable[bytes], gate: threading.Semaphore) -> None:
+        self.result = result
+        self.pieces = iter(result)
+        self.gate = gate
+
+    def __iter__(self) -> _GatedIterable:
+        return self
+
+    def __next__(self) -> bytes:
+        with self.gate:
+            return next(self.pieces)
+
+    def close(self) -> None:
+        close = getattr(self.result, "close", None)
+        if close is not None:
+            close()
+
+
+def _gated(app: Any, gate: threading.Semaphore) -> Any:
+    """`app`, computing only while holding the gate: the call itself, then each piece of a
+    streamed body (a list body is already computed). Sending needs no gate."""
+
+    def call(environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
+        with gate:
+            result = app(environ, start_response)
+        return result if isinstance(result, list | tuple) else _GatedIterable(result, gate)
+
+    return call
+
+
+@dataclass(slots=True)
+class _Waiting:
+    """A connection the acceptor holds until its request head is complete."""
+
+    sock: socket.socket
+    address: Any
+    head: bytearray
+    deadline: float  # time.monotonic() by which the whole head must be in
+    tls: str  # _PLAIN, _HANDSHAKE or _OPEN
+    events: int  # what the selector waits for on it
+
+
+class _WorkQueue:
+    """Requests waiting for a worker, in two lines: triggers (served first, also by
+    the workers reserved for them) and everything else. `put` refuses when the
+    request's line is full."""
+
+    def __init__(self, maxsize: int) -> None:
+        self._maxsize = maxsize
+        self._lock = threading.Lock()
+        self._for_any = threading.Condition(self._lock)
+        self._for_reserved = threading.Condition(self._lock)
+        self._quick: deque[Any] = deque()
+        self._other: deque[Any] = deque()
+        self._closed = False
+
+    def put(self, item: Any, quick: bool) -> bool:
+        with self._lock:
+            line = self._quick if quick else self._other
+            if len(line) >= self._maxsize or self._closed:
+                return False
+            line.append(item)
+            if quick:
+                self._for_reserved.notify()
+            self._for_any.notify()
+        return True
+
+    def get(self, reserved: bool) -> Any:
+        """The next request for a worker (reserved ones take only triggers); None once closed."""
+        with self._lock:
+            while True:
+                if self._quick:
+                    return self._quick.popleft()
+                if self._other and not reserved:
+                    return self._other.popleft()
+                if self._closed:
+                    return None
+                (self._for_reserved if reserved else self._for_any).wait()
+
+    def close(self) -> None:
+        """Take no more requests; workers finish those waiting, then get None."""
+        with self._lock:
+            self._closed = True
+            self._for_any.notify_all()
+            self._for_reserved.notify_all()
+
+    def drain(self) -> list[Any]:
+        """Take away every request still waiting."""
+        with self._lock:
+            left = [*self._quick, *self._other]
+            self._quick.clear()
+            self._other.clear()
+        return left
 
 
 class PooledWSGIServer(WSGIServer):
     """A WSGIServer: one acceptor thread (serve_forever) and a fixed pool of worker threads.
 
     `ssl_context` serves HTTPS; `secrets` are scrubbed from the access log.
+    `quick(path)` picks out the requests that must never wait behind slow ones
+    (triggers): they go first in the queue, and `reserved_workers` extra workers
+    serve only them, so clients reading long answers slowly cannot stall them.
     """
 
     request_queue_size = 1024  # listen backlog, sized for bursts at the top of the hour
     allow_reuse_address = True
+    shutdown_grace = 5.0  # seconds server_close() lets workers finish before cutting clients off
+    # Other requests computing at once. Python runs one thread at a time: the more threads
+    # are busy producing long answers, the longer a trigger waits for its turn.
+    heavy_slots = 1
 
     def __init__(
         self,
@@ -195,8 +351,11 @@ class PooledWSGIServer(WSGIServer):
         app: Any,
         *,
         workers: int = 16,
+        reserved_workers: int = 4,
+        quick: Callable[[str], bool] | None = None,
         queue_size: int = 512,
         request_timeout: float = 10.0,
+        response_timeout: float = RESPONSE_TIME_LIMIT,
         max_pending: int = MAX_PENDING_CONNECTIONS,
         ssl_context: ssl.SSLContext | None = None,
         secrets: Iterable[str] = (),
@@ -204,7 +363,7 @@ class PooledWSGIServer(WSGIServer):
     ) -> None:
         self._workers: list[threading.Thread] = []  # server_close() runs if binding fails
         self._wake_read, self._wake_write = socket.socketpair()
-        handler = type("Handler", (handler_class,), {"timeout": request_timeout})
+        handler = type("Handler", (handler_class,), {"timeout": response_timeout})
         super().__init__(address, handler)
         self.set_app(app)
         self.ssl_context = ssl_context
@@ -215,12 +374,22 @@ class PooledWSGIServer(WSGIServer):
         self.secrets = tuple(s for s in secrets if s)
         self.request_timeout = request_timeout
         self.max_pending = max_pending
-        self._queue: queue.Queue = queue.Queue(maxsize=queue_size)
+        self.quick = quick
+        self._queue = _WorkQueue(queue_size)
+        self.heavy_gate = threading.BoundedSemaphore(self.heavy_slots)
+        self._active: set[socket.socket] = set()  # connections a worker is answering
+        self._active_lock = threading.Lock()
         self._stopping = False
         self._stopped = threading.Event()
         self._workers = [
-            threading.Thread(target=self._work, name=f"http-worker-{i}", daemon=True) for i in range(workers)
+            threading.Thread(target=self._work, args=(False,), name=f"http-worker-{i}", daemon=True)
+            for i in range(workers)
         ]
+        if quick is not None:
+            self._workers += [
+                threading.Thread(target=self._work, args=(True,), name=f"http-trigger-{i}", daemon=True)
+                for i in range(reserved_workers)
+            ]
         for worker in self._workers:
             worker.start()
 
@@ -237,9 +406,8 @@ class PooledWSGIServer(WSGIServer):
         """Accept connections and collect request heads until shutdown()."""
         self._stopped.clear()
         selector = selectors.DefaultSelector()
-        # fd -> [socket, address, head bytes so far, deadline, TLS state (_PLAIN, _HANDSHAKE,
-        # _OPEN), events the selector waits for]; in accept order, so the oldest comes first.
-        pending: dict[int, list[Any]] = {}
+        # In accept order, so the oldest comes first.
+        pending: dict[int, _Waiting] = {}
         self.socket.setblocking(False)
         selector.register(self.socket, selectors.EVENT_READ)
         selector.register(self._wake_read, selectors.EVENT_READ)
@@ -248,7 +416,7 @@ class PooledWSGIServer(WSGIServer):
                 timeout = None
                 if pending:
                     oldest = next(iter(pending.values()))
-                    timeout = max(0.0, oldest[3] - time.monotonic())
+                    timeout = max(0.0, oldest.deadline - time.monotonic())
                 for key, _ in selector.select(timeout):
                     if key.fileobj is self.socket:
                         self._accept(selector, pending)
@@ -257,7 +425,7 @@ class PooledWSGIServer(WSGIServer):
                     elif key.fd in pending:
                         self._read(selector, pending, key.fd)
                 now = time.monotonic()
-                while pending and next(iter(pending.values()))[3] <= now:
+                while pending and next(iter(pending.values())).deadline <= now:
                     self._drop(selector, pending, next(iter(pending)), b"")
         finally:
             for fd in list(pending):
@@ -267,11 +435,13 @@ class PooledWSGIServer(WSGIServer):
 
     def shutdown(self) -> None:
         """Stop serve_forever() and wait until it has returned."""
-        self._stopping = True
-        self._wake_write.send(b"x")
+        if not self._stopping:
+            self._stopping = True
+            with contextlib.suppress(OSError):  # already closed by server_close()
+                self._wake_write.send(b"x")
         self._stopped.wait()
 
-    def _accept(self, selector: selectors.BaseSelector, pending: dict[int, list[Any]]) -> None:
+    def _accept(self, selector: selectors.BaseSelector, pending: dict[int, _Waiting]) -> None:
         for _ in range(_ACCEPTS_PER_ROUND):
             try:
                 sock, address = self.socket.accept()
@@ -291,27 +461,23 @@ class PooledWSGIServer(WSGIServer):
             # The listening socket is wrapped, so with HTTPS `sock` is an SSLSocket whose
             # handshake has not started.
             state = _PLAIN if self.ssl_context is None else _HANDSHAKE
-            pending[sock.fileno()] = [
-                sock,
-                address,
-                bytearray(),
-                time.monotonic() + self.request_timeout,
-                state,
-                selectors.EVENT_READ,
-            ]
+            deadline = time.monotonic() + self.request_timeout
+            pending[sock.fileno()] = _Waiting(
+                sock, address, bytearray(), deadline, state, selectors.EVENT_READ
+            )
             selector.register(sock, selectors.EVENT_READ)
 
-    def _read(self, selector: selectors.BaseSelector, pending: dict[int, list[Any]], fd: int) -> None:
+    def _read(self, selector: selectors.BaseSelector, pending: dict[int, _Waiting], fd: int) -> None:
         """Go on with a connection the selector found ready: handshake, then head bytes."""
         entry = pending[fd]
-        sock, address, head, _, state, _ = entry
-        if state is _HANDSHAKE and not self._handshake(selector, pending, fd, entry):
+        sock, head = entry.sock, entry.head
+        if entry.tls is _HANDSHAKE and not self._handshake(selector, pending, fd, entry):
             return
         while True:
             try:
                 data = sock.recv(MAX_REQUEST_HEAD + MAX_REQUEST_BODY + 1 - len(head))
             except (BlockingIOError, InterruptedError, ssl.SSLWantReadError):
-                if state is not _PLAIN:
+                if entry.tls is not _PLAIN:
                     self._wait_for(selector, entry, selectors.EVENT_READ)
                 return
             except ssl.SSLWantWriteError:
@@ -339,24 +505,33 @@ class PooledWSGIServer(WSGIServer):
             elif len(head) > MAX_REQUEST_HEAD:
                 self._drop(selector, pending, fd, _HEAD_TOO_LARGE)
                 return
-            if state is _PLAIN:
+            if entry.tls is _PLAIN:
                 return
             # TLS: read on until OpenSSL wants more from the network, since the selector
             # does not see records (or plaintext, sock.pending()) that OpenSSL already holds.
         selector.unregister(sock)
         del pending[fd]
-        try:
-            self._queue.put_nowait((sock, address, bytes(head)))
-        except queue.Full:
-            log.warning("%s rejected: all workers busy", address[0])
-            self._reply_and_close(sock, _BUSY)
+        request = bytes(head)
+        quick = self._is_quick(request)
+        if not self._queue.put((sock, entry.address, request, quick), quick):
+            log.warning("%s rejected: all workers busy", entry.address[0])
+            self._reply_and_close(sock, _for_method(request, _BUSY))
+
+    def _is_quick(self, head: bytes) -> bool:
+        """Whether the request's path is one that `quick` picks out."""
+        if self.quick is None:
+            return False
+        parts = head[: head.find(b"\n")].split(None, 2)
+        if len(parts) < 2:
+            return False
+        return self.quick(parts[1].partition(b"?")[0].decode("latin-1"))
 
     def _handshake(
-        self, selector: selectors.BaseSelector, pending: dict[int, list[Any]], fd: int, entry: list[Any]
+        self, selector: selectors.BaseSelector, pending: dict[int, _Waiting], fd: int, entry: _Waiting
     ) -> bool:
         """Take the TLS handshake one step; whether it is done (a failed one drops the connection)."""
         try:
-            entry[0].do_handshake()
+            entry.sock.do_handshake()  # type: ignore[attr-defined]  # an SSLSocket here
         except ssl.SSLWantReadError:
             self._wait_for(selector, entry, selectors.EVENT_READ)
             return False
@@ -364,25 +539,26 @@ class PooledWSGIServer(WSGIServer):
             self._wait_for(selector, entry, selectors.EVENT_WRITE)
             return False
         except OSError as exc:  # ssl.SSLError too: not TLS at all, a bad hello, a reset
-            log.info("%s TLS handshake failed: %s", entry[1][0], exc)
+            log.info("%s TLS handshake failed: %s", entry.address[0], exc)
             self._drop(selector, pending, fd, b"")
             return False
-        entry[4] = _OPEN
+        entry.tls = _OPEN
         return True
 
     @staticmethod
-    def _wait_for(selector: selectors.BaseSelector, entry: list[Any], events: int) -> None:
-        if entry[5] != events:
-            selector.modify(entry[0], events)
-            entry[5] = events
+    def _wait_for(selector: selectors.BaseSelector, entry: _Waiting, events: int) -> None:
+        if entry.events != events:
+            selector.modify(entry.sock, events)
+            entry.events = events
 
     def _drop(
-        self, selector: selectors.BaseSelector, pending: dict[int, list[Any]], fd: int, reply: bytes
+        self, selector: selectors.BaseSelector, pending: dict[int, _Waiting], fd: int, reply: bytes
     ) -> None:
         entry = pending.pop(fd)
-        selector.unregister(entry[0])
+        selector.unregister(entry.sock)
         # Mid-handshake there is no channel to answer on.
-        self._reply_and_close(entry[0], b"" if entry[4] is _HANDSHAKE else reply)
+        reply = b"" if entry.tls is _HANDSHAKE else _for_method(entry.head, reply)
+        self._reply_and_close(entry.sock, reply)
 
     @staticmethod
     def _reply_and_close(sock: socket.socket, reply: bytes) -> None:
@@ -399,30 +575,53 @@ class PooledWSGIServer(WSGIServer):
 
     # --- workers ----------------------------------------------------------------------
 
-    def _work(self) -> None:
+    def _work(self, reserved: bool) -> None:
         while True:
-            item = self._queue.get()
+            item = self._queue.get(reserved)
             if item is None:
                 return
-            sock, client_address, head = item
+            sock, client_address, head, quick = item
+            with self._active_lock:
+                self._active.add(sock)
             try:
-                self.finish_request((sock, head), client_address)
+                self.finish_request((sock, head, quick), client_address)  # type: ignore[arg-type]
             except OSError as exc:  # timeouts and resets while answering
                 log.info("%s connection dropped: %s", client_address[0], exc)
             except Exception:  # noqa: BLE001 - one bad request must not kill a worker
                 self.handle_error(sock, client_address)
             finally:
+                with self._active_lock:
+                    self._active.discard(sock)
                 self.shutdown_request(sock)
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         log.exception("Error while serving %s", client_address[0])
 
     def server_close(self) -> None:
-        """Stop accepting, let the workers finish what they hold, then close."""
+        """Stop accepting; let the workers finish what they hold for at most
+        `shutdown_grace` seconds in all, then cut off the clients still being answered
+        (slow readers) and refuse the requests still waiting."""
         super().server_close()
-        for _ in self._workers:
-            self._queue.put(None)
+        self._queue.close()
+        deadline = time.monotonic() + self.shutdown_grace
         for worker in self._workers:
-            worker.join(timeout=15)
+            worker.join(timeout=max(0.0, deadline - time.monotonic()))
+        for sock, _, head, _ in self._queue.drain():
+            self._reply_and_close(sock, _for_method(head, _BUSY))
+        with self._active_lock:
+            held = list(self._active)
+        for sock in held:
+            # Wakes a worker blocked sending to it; the worker then closes it.
+            with contextlib.suppress(OSError):
+                socket.socket.shutdown(sock, socket.SHUT_RDWR)  # beneath TLS: no record to send
+        for worker in self._workers:
+            worker.join(timeout=max(0.0, deadline + 1.0 - time.monotonic()))
         self._wake_read.close()
         self._wake_write.close()
+
+
+def _for_method(head: bytes | bytearray, reply: bytes) -> bytes:
+    """A canned reply as is, or only its head for a HEAD request."""
+    if head.startswith(b"HEAD ") and reply:
+        return reply[: reply.index(b"\r\n\r\n") + 4]
+    return reply

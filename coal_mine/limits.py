@@ -24,6 +24,7 @@ __all__ = [
     "MAX_SCHEDULE_LENGTH",
     "MAX_SEARCH_LENGTH",
     "MAX_SEARCH_REPEAT",
+    "RESPONSE_TIME_LIMIT",
     "SEARCH_TIME_LIMIT",
 ]
 
@@ -32,6 +33,7 @@ MAX_REQUEST_LINE = 32768  # "GET /path?query HTTP/1.1"; longer is a 414
 MAX_REQUEST_HEAD = 65536  # request line and all headers; longer is a 431
 MAX_REQUEST_BODY = 262144  # a dashboard form (Content-Length); longer, or chunked, is a 413
 MAX_PENDING_CONNECTIONS = 512  # connections still sending their request head
+RESPONSE_TIME_LIMIT = 120.0  # seconds to write a whole response, however steadily the client reads
 
 # Canary fields (characters, after URL decoding); longer is a 400.
 MAX_NAME_LENGTH = 2000

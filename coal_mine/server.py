@@ -254,6 +254,7 @@ def _serve(args: argparse.Namespace) -> int:
                         web=config.web,
                     ),
                     workers=wsgi.workers,
+                    quick=Api.is_trigger_path,
                     request_timeout=wsgi.request_timeout,
                     ssl_context=ssl_context,
                     secrets=[k for k in (wsgi.auth_key, wsgi.read_only_auth_key) if k],
