@@ -200,7 +200,9 @@ class RequestHandler(WSGIRequestHandler):
         handler.request_handler = self  # wsgiref logs through it
         app = self.server.get_app()
         assert app is not None
-        handler.run(app if self.quick else _gated(app, self.server.heavy_gate))
+        if self.server.quick is not None and not self.quick:
+            app = _gated(app, self.server.heavy_gate)
+        handler.run(app)
 
     def version_string(self) -> str:
         return self.server_version
@@ -253,12 +255,11 @@ class _GatedIterable:
 
 
 def _gated(app: Any, gate: threading.Semaphore) -> Any:
-    """`app`, computing only while holding the gate: the call itself, then each piece of a
-    streamed body (a list body is already computed). Sending needs no gate."""
+    """`app`, producing each piece of a streamed body only while holding the gate. The call
+    itself and a list body (already computed) need no gate, nor does sending."""
 
     def call(environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
-        with gate:
-            result = app(environ, start_response)
+        result = app(environ, start_response)
         return result if isinstance(result, list | tuple) else _GatedIterable(result, gate)
 
     return call
@@ -335,14 +336,16 @@ class PooledWSGIServer(WSGIServer):
     `ssl_context` serves HTTPS; `secrets` are scrubbed from the access log.
     `quick(path)` picks out the requests that must never wait behind slow ones
     (triggers): they go first in the queue, and `reserved_workers` extra workers
-    serve only them, so clients reading long answers slowly cannot stall them.
+    serve only them, so clients reading long answers slowly cannot stall them; and the
+    other requests produce streamed answers `heavy_slots` at a time, so many long
+    answers computing at once cannot starve them of the interpreter either.
     """
 
     request_queue_size = 1024  # listen backlog, sized for bursts at the top of the hour
     allow_reuse_address = True
     shutdown_grace = 5.0  # seconds server_close() lets workers finish before cutting clients off
-    # Other requests computing at once. Python runs one thread at a time: the more threads
-    # are busy producing long answers, the longer a trigger waits for its turn.
+    # Streamed answers produced at once, when `quick` is given. Python runs one thread at a
+    # time: the more threads are busy producing long answers, the longer a trigger waits.
     heavy_slots = 1
 
     def __init__(
@@ -361,7 +364,11 @@ class PooledWSGIServer(WSGIServer):
         secrets: Iterable[str] = (),
         handler_class: type[RequestHandler] = RequestHandler,
     ) -> None:
-        self._workers: list[threading.Thread] = []  # server_close() runs if binding fails
+        # server_close() runs if binding fails: what it touches exists before.
+        self._workers: list[threading.Thread] = []
+        self._queue = _WorkQueue(queue_size)
+        self._active: set[socket.socket] = set()  # connections a worker is answering
+        self._active_lock = threading.Lock()
         self._wake_read, self._wake_write = socket.socketpair()
         handler = type("Handler", (handler_class,), {"timeout": response_timeout})
         super().__init__(address, handler)
@@ -375,10 +382,7 @@ class PooledWSGIServer(WSGIServer):
         self.request_timeout = request_timeout
         self.max_pending = max_pending
         self.quick = quick
-        self._queue = _WorkQueue(queue_size)
         self.heavy_gate = threading.BoundedSemaphore(self.heavy_slots)
-        self._active: set[socket.socket] = set()  # connections a worker is answering
-        self._active_lock = threading.Lock()
         self._stopping = False
         self._stopped = threading.Event()
         self._workers = [

@@ -219,6 +219,7 @@ class InProcessServer(RealServer):
     ) -> None:
         self.logic = BusinessLogic(MemoryStore())
         self.app = app or Api(self.logic, auth_key=auth_key, read_only_auth_key=read_only_auth_key)
+        server_options.setdefault("quick", Api.is_trigger_path)  # as coal_mine.server does
         self.httpd = PooledWSGIServer(("127.0.0.1", 0), self.app, **server_options)
         self.port = self.httpd.server_address[1]
         scheme = "https" if server_options.get("ssl_context") else "http"

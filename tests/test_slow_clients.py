@@ -17,8 +17,7 @@ import pytest
 from coal_mine.api import Api
 from coal_mine.http_server import PooledWSGIServer
 from coal_mine.limits import MAX_REQUEST_LINE
-from tests.hardening_support import InProcessServer, parse_response, raw_request, read_all
-from tests.helpers import REPO
+from tests.helpers import REPO, InProcessServer, parse_response, raw_request, read_all
 
 BIG_PIECE = b"x" * 65536
 BIG_PIECES = 1024  # 64 MiB: far more than any socket buffer holds
