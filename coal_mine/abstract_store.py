@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -104,6 +104,22 @@ class AbstractStore(ABC):
     @abstractmethod
     def count_notifications(self) -> int:
         """How many notifications are pending: `len(pending_notifications())`, without reading them."""
+
+    def last_entries(self, canary_ids: Sequence[str], prefix: str) -> dict[str, datetime]:
+        """For each canary, the time of its newest history entry whose comment starts with
+        `prefix`; canaries without one (or gone) are left out. This default reads each whole
+        history; a store may answer from an index instead."""
+        found = {}
+        for canary_id in canary_ids:
+            canary = self.get(canary_id, history=True)
+            when = (
+                next((ts for ts, text in (canary.history or []) if text.startswith(prefix)), None)
+                if canary
+                else None
+            )
+            if when is not None:
+                found[canary_id] = when
+        return found
 
     def ensure_indexes(self) -> None:  # noqa: B027 - optional hook
         """Create indexes; called by processes that do background work."""

@@ -8,7 +8,7 @@ import re
 import secrets
 import string
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -423,6 +423,11 @@ class BusinessLogic:
                         "use a simpler regular expression"
                     ) from None
         return found
+
+    def last_triggers(self, canary_ids: Sequence[str]) -> dict[str, datetime]:
+        """When each canary was last triggered, by its history (left out: not since creation,
+        or that entry was pruned)."""
+        return self.store.last_entries(canary_ids, "Triggered")
 
     def periodicity_schedule(self, canary: Canary) -> list[tuple[datetime, datetime, float | str]] | None:
         """How a schedule periodicity plays out from now; None for a plain number."""

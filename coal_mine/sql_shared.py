@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -29,6 +29,19 @@ def notification_from_row(
         attempts=attempts,
         not_before=when(not_before),
     )
+
+
+def last_entries_query(canary_ids: Sequence[str], prefix: str, mark: str) -> tuple[str, tuple[Any, ...]]:
+    """The statement and parameters for AbstractStore.last_entries (`mark`: "?" or "%s"): it walks
+    each canary's history index from the newest entry and stops at the first that matches (substr,
+    unlike LIKE, compares exactly). A canary without one comes back with NULL."""
+    marks = ", ".join([mark] * len(canary_ids))
+    sql = (
+        "SELECT c.id, (SELECT h.ts FROM history h WHERE h.canary_seq = c.seq "
+        f"AND substr(h.comment, 1, {mark}) = {mark} ORDER BY h.ts DESC LIMIT 1) "
+        f"FROM canaries c WHERE c.id IN ({marks})"
+    )
+    return sql, (len(prefix), prefix, *canary_ids)
 
 
 def prune_rows(

@@ -8,7 +8,7 @@ import logging
 import os
 import sqlite3
 import threading
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, overload
 
@@ -23,6 +23,7 @@ from coal_mine.models import (
     StoreUnavailableError,
 )
 from coal_mine.sql_shared import NOTIFICATION_COLUMNS, Execute, notification_from_row, prune_rows
+from coal_mine.sql_shared import last_entries_query
 
 log = logging.getLogger(__name__)
 
@@ -294,6 +295,11 @@ class SQLiteStore(AbstractStore):
                 return None
             entries = self._history(conn, row[0]) if history else None
         return _row_to_canary(row, entries)
+
+    def last_entries(self, canary_ids: Sequence[str], prefix: str) -> dict[str, datetime]:
+        with self._read() as conn:
+            rows = conn.execute(*last_entries_query(canary_ids, prefix, "?")).fetchall() if canary_ids else []
+        return {canary_id: _from_db(ts) for canary_id, ts in rows if ts is not None}
 
     def id_for_slug(self, slug: str) -> str | None:
         with self._read() as conn:

@@ -342,3 +342,21 @@ def test_the_oldest_sendable_is_the_first_recorded_not_the_first_due(store: Abst
     store.retry_notification(first, "w", T0 + timedelta(seconds=5))
     store.retry_notification(second, "w", T0 + timedelta(seconds=4))
     assert store.claim_notification(T0 + timedelta(seconds=6), "w", lease).canary_id == "aaaaaaaa"
+
+
+def test_last_entries_finds_each_canarys_newest_entry_with_a_prefix(store: AbstractStore) -> None:
+    second = T0 + timedelta(seconds=2)
+    store.create(
+        make(
+            history=[
+                (T0 + timedelta(seconds=3), "Paused"),
+                (second, "Triggered (b)"),
+                (T0 + timedelta(seconds=1), "Triggered"),
+                (T0, "Canary created"),
+            ]
+        )
+    )
+    store.create(make("bbbbbbbb", "Other", history=[(T0, "Canary created"), (T0, "triggered by hand")]))
+    assert store.last_entries(["aaaaaaaa", "bbbbbbbb", "zzzzzzzz"], "Triggered") == {"aaaaaaaa": second}
+    assert store.last_entries(["bbbbbbbb"], "Canary created") == {"bbbbbbbb": T0}
+    assert store.last_entries([], "Triggered") == {}

@@ -316,9 +316,13 @@ def test_list_counts_orders_late_first_filters_and_searches(open_server: Dashboa
     paused = logic.create("beta paused", 3600, paused=True)
     late = logic.create("gamma late", 60, emails=["a@example.com", "b@example.com"])
     open_server.make_late(late.id)
+    open_server.logic.trigger(ok.id, "done")
+    open_server.clock.advance(240)
     client = Client(open_server.port)
     page = client.get(UI)[2]
     assert "3 canaries · 1 late · 1 paused" in page
+    last = re.findall(r'data-label="Last trigger">(?:<time [^>]*>)?([^<]+)<', page)
+    assert last == ["never", "4 min ago", "never"]
     names = re.findall(r'<a href="/coal-mine/ui/canary/\w+">([^<]+)</a>', page)
     assert names == ["gamma late", "alpha ok", "beta paused"]
     page = client.get(UI + "?state=paused")[2]
@@ -488,3 +492,64 @@ def test_timeline_infers_late_spells_from_history() -> None:
     assert present.last_trigger(canary) == at(39)
     assert present.zone_or_none("America/New_York") is not None
     assert present.zone_or_none("Not/AZone") is None and present.zone_or_none("") is None
+
+
+# --- packaging and colours ------------------------------------------------------------------------------
+
+
+def test_a_wheel_ships_every_template_and_static_file() -> None:
+    """pyproject's package-data globs cover every file the dashboard loads."""
+    import fnmatch
+    import tomllib
+
+    from tests.helpers import REPO
+
+    config = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]
+    assert "coal_mine*" in config["packages"]["find"]["include"]
+    globs = config["package-data"]["coal_mine.ui"]
+    ui = REPO / "coal_mine" / "ui"
+    files = [p.relative_to(ui).as_posix() for p in ui.glob("*/*") if p.parent.name in ("templates", "static")]
+    assert len(files) >= 12
+    assert [f for f in files if not any(fnmatch.fnmatch(f, g) for g in globs)] == []
+
+
+def _luminance(hex_colour: str) -> float:
+    channels = [int(hex_colour[i : i + 2], 16) / 255 for i in (1, 3, 5)]
+    linear = [c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4 for c in channels]
+    return 0.2126 * linear[0] + 0.7152 * linear[1] + 0.0722 * linear[2]
+
+
+def _contrast(a: str, b: str) -> float:
+    light, dark = sorted((_luminance(a), _luminance(b)), reverse=True)
+    return (light + 0.05) / (dark + 0.05)
+
+
+@pytest.mark.parametrize("scheme", ["light", "dark"])
+def test_text_colours_pass_wcag_aa(scheme: str) -> None:
+    css = (Path(__file__).resolve().parent.parent / "coal_mine/ui/static/style.css").read_text()
+    light = dict(
+        re.findall(r"--([\w-]+): (#[0-9a-f]{6})", css.split("@media (prefers-color-scheme: dark)")[0])
+    )
+    dark_block = css.split("@media (prefers-color-scheme: dark)")[1].split("}\n}")[0]
+    colours = (
+        light
+        if scheme == "light"
+        else {**light, **dict(re.findall(r"--([\w-]+): (#[0-9a-f]{6})", dark_block))}
+    )
+    pairs = [
+        ("fg", "bg"),
+        ("muted", "bg"),
+        ("link", "bg"),
+        ("fg", "panel"),
+        ("muted", "panel"),
+        ("link", "panel"),
+        ("danger", "bg"),
+        ("danger", "panel"),
+        ("ok-fg", "ok-bg"),
+        ("late-fg", "late-bg"),
+        ("paused-fg", "paused-bg"),
+        ("fg", "late-bg"),  # a late row's text
+        ("link", "late-bg"),  # a late row's link
+    ]
+    low = {f"{a}/{b}": round(_contrast(colours[a], colours[b]), 2) for a, b in pairs}
+    assert {k: v for k, v in low.items() if v < 4.5} == {}

@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 import math
 import re
-from collections import Counter
 from datetime import UTC, datetime, tzinfo
 from typing import TYPE_CHECKING, Any
 
@@ -144,28 +143,45 @@ def canary_list(page: Page) -> Response:
         number = max(1, int(query.get("page", "1")))
     except ValueError:
         number = 1
-    everything = list(page.logic.list_canaries())
-    counts = Counter(present.state(c) for c in everything)
-    selected, error, status = everything, None, "200 OK"
+    # One pass over every canary (without history): the counts, and late ones first.
+    late: list[Canary] = []
+    rest: list[Canary] = []  # ok and paused, in creation order
+    paused = 0
+    for canary in page.logic.list_canaries():
+        if canary.paused:
+            paused += 1
+            rest.append(canary)
+        elif canary.late:
+            late.append(canary)
+        else:
+            rest.append(canary)
+    total = len(late) + len(rest)
+    counts = {"late": len(late), "paused": paused, "ok": total - len(late) - paused}
+    error, status = None, "200 OK"
     if search:
         try:
             matching = {c.id for c in page.logic.list_canaries(search=search)}
         except BadRequestError as exc:
             matching, error, status = set(), str(exc), "400 Bad Request"
-        selected = [c for c in selected if c.id in matching]
-    if wanted:
-        selected = [c for c in selected if present.state(c) == wanted]
-    selected.sort(key=lambda c: present.state(c) != "late")  # stable: creation order otherwise
+        late = [c for c in late if c.id in matching]
+        rest = [c for c in rest if c.id in matching]
+    if wanted == "late":
+        rest = []
+    elif wanted:
+        late = []
+        rest = [c for c in rest if c.paused == (wanted == "paused")]
+    selected = late + rest
     pages = max(1, math.ceil(len(selected) / PAGE_SIZE))
     number = min(number, pages)
     shown = selected[(number - 1) * PAGE_SIZE : number * PAGE_SIZE]
     now = page.logic.clock.now()
-    rows = [_row(_with_history(page, canary), now) for canary in shown]
+    last = page.logic.last_triggers([canary.id for canary in shown])
+    rows = [_row(canary, last.get(canary.id), now) for canary in shown]
     return page.render(
         "list.html",
         status,
         rows=rows,
-        total=len(everything),
+        total=total,
         counts=counts,
         matching=len(selected),
         search=search,
@@ -189,19 +205,12 @@ def _list_link(search: str, wanted: str, number: int) -> str:
     return UI_PREFIX + (f"?{urlencode(params)}" if params else "")
 
 
-def _with_history(page: Page, canary: Canary) -> Canary:
-    try:
-        return page.logic.get(canary.id)
-    except CanaryNotFoundError:  # deleted since the list was read
-        return canary
-
-
-def _row(canary: Canary, now: datetime) -> dict[str, Any]:
+def _row(canary: Canary, last_trigger: datetime | None, now: datetime) -> dict[str, Any]:
     return {
         "canary": canary,
         "state": present.state(canary),
         "periodicity": present.periodicity(canary.periodicity, now),
-        "last": present.last_trigger(canary),
+        "last": last_trigger,
         "recipients": len(canary.emails),
     }
 
