@@ -553,3 +553,20 @@ def test_text_colours_pass_wcag_aa(scheme: str) -> None:
     ]
     low = {f"{a}/{b}": round(_contrast(colours[a], colours[b]), 2) for a, b in pairs}
     assert {k: v for k, v in low.items() if v < 4.5} == {}
+
+
+def test_make_app_serves_the_dashboard_to_any_wsgi_server(tmp_path: Path) -> None:
+    from wsgiref.util import setup_testing_defaults
+
+    from coal_mine.server import make_app
+
+    ini = tmp_path / "coal-mine.ini"
+    ini.write_text(f"[sqlite]\npath = {tmp_path / 'db.sqlite3'}\n[web]\nbase_url = https://cm.example.com\n")
+    app = make_app(str(ini))
+    app.logic.create("via make_app", 60)
+    answers: list[str] = []
+    for path in ("/", UI):
+        environ = {"PATH_INFO": path}
+        setup_testing_defaults(environ)
+        body = b"".join(app(environ, lambda status, headers: answers.append(status)))
+    assert answers == ["302 Found", "200 OK"] and b"via make_app" in body
