@@ -12,8 +12,8 @@ StoreUnavailableError (HTTP 503); the pool replaces broken connections.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Iterator, Mapping
-from datetime import datetime
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import psycopg
@@ -31,6 +31,7 @@ from coal_mine.models import (
     StoreUnavailableError,
 )
 from coal_mine.postgres_db import describe, migrate, safe_uri, unavailable
+from coal_mine.sql_shared import last_entries_query
 from coal_mine.postgres_rows import (
     CANARY_COLUMNS,
     HEAD,
@@ -186,6 +187,13 @@ class PostgresStore(AbstractStore):
             idempotent=True,
         )
         return None if row is None else row_to_canary(row, history)
+
+    def last_entries(self, canary_ids: Sequence[str], prefix: str) -> dict[str, datetime]:
+        if not canary_ids:
+            return {}
+        sql, params = last_entries_query(canary_ids, prefix, "%s")
+        rows = self._run("last_entries", lambda conn: conn.execute(sql, params).fetchall(), idempotent=True)
+        return {canary_id: ts.astimezone(UTC) for canary_id, ts in rows if ts is not None}
 
     def id_for_slug(self, slug: str) -> str | None:
         row = self._run(
