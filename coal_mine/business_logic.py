@@ -27,6 +27,7 @@ from coal_mine.models import (
     PrunePolicy,
     StoreUnavailableError,
 )
+from coal_mine.input_rules import number_problem, unique_addresses
 from coal_mine.notification_payload import new_notification
 from coal_mine.schedule import ScheduleError, parse_schedule
 
@@ -90,6 +91,9 @@ class BusinessLogic:
         """Return a valid periodicity (a number of seconds or a schedule string) or raise 400."""
         if isinstance(periodicity, str):
             _check_length("Periodicity schedule", periodicity, limits.MAX_SCHEDULE_LENGTH)
+            problem = number_problem(periodicity)
+            if problem is not None:
+                raise BadRequestError(problem)
             try:
                 parse_schedule(periodicity)
             except ScheduleError as exc:
@@ -106,15 +110,25 @@ class BusinessLogic:
     def _check_name(name: str) -> str:
         if not name:
             raise BadRequestError("Name must not be empty")
-        return _check_length("Name", name, limits.MAX_NAME_LENGTH)
+        _check_length("Name", name, limits.MAX_NAME_LENGTH)
+        if not slugify(name):
+            # Coal Mine 0.7.1 gave every such name the slug "", so they answered for each other.
+            raise BadRequestError(
+                f"Name {name!r} needs at least one letter or digit (its slug would be empty)"
+            )
+        return name
 
     @staticmethod
     def check_emails(emails: list[str]) -> list[str]:
-        """Return the list if it is short enough and each entry is one plain address, else raise 400."""
+        """Return the addresses, each once, if there are not too many and each is one plain
+        address, else raise 400."""
+        emails = unique_addresses(emails)
         if len(emails) > limits.MAX_EMAILS:
             raise BadRequestError(f"At most {limits.MAX_EMAILS} email addresses are allowed")
         for address in emails:
             _check_length("Email address", address, limits.MAX_EMAIL_LENGTH)
+            if address == "-":
+                raise BadRequestError('"-" is not an address: email=- alone means no addresses')
             if not _ADDR_SPEC.fullmatch(address) or not address.isprintable():
                 raise BadRequestError(
                     f"Bad email address {address!r}: give one plain address (user@example.com, or a "
@@ -138,12 +152,17 @@ class BusinessLogic:
     def _notifications_for(
         self, kind: str, canary: Canary, now: datetime, deadline: datetime | None, history: list[HistoryEntry]
     ) -> list[NewNotification]:
+        if not canary.emails:
+            return []
+        return [new_notification(kind, canary, now, deadline, history)]
+
+    @staticmethod
+    def _log_change(kind: str, canary: Canary) -> None:
+        """Said once the change is stored (not on each attempt to store it)."""
         state = "late" if kind == "late" else "reporting again"
         log.info("Canary %s (%s) is %s", canary.id, canary.name, state)
         if not canary.emails:
             log.info("Canary %s has no email addresses: no %s message to send", canary.id, kind)
-            return []
-        return [new_notification(kind, canary, now, deadline, history)]
 
     def _require(self, canary_id: str, *, history: bool = False) -> Canary:
         canary = self.store.get(canary_id, history=history)
@@ -178,6 +197,8 @@ class BusinessLogic:
             return identifier
         if not slug and name:
             slug = slugify(name)
+            if not slug:
+                raise CanaryNotFoundError()  # such a name never names a canary (see _check_name)
         found = self.store.id_for_slug(slug) if slug is not None else None
         if found is None:
             raise CanaryNotFoundError()
@@ -249,7 +270,7 @@ class BusinessLogic:
         if description is not None:
             _check_length("Description", description, limits.MAX_DESCRIPTION_LENGTH)
         if emails is not None:
-            self.check_emails(list(emails))
+            emails = self.check_emails(list(emails))
 
         def attempt() -> Canary | None:
             canary = self._require(canary_id, history=True)
@@ -284,6 +305,8 @@ class BusinessLogic:
                 canary_id, changes, expect=self._expect(canary), notifications=notifications
             ):
                 return None
+            if "late" in changes:
+                self._log_change("late" if changes["late"] else "resumed", canary)
             for key, value in changes.items():
                 setattr(canary, key, value)
             return canary
@@ -301,7 +324,8 @@ class BusinessLogic:
             entry = (now, history_comment("Triggered", comment))
             notifications: list[NewNotification] = []
             if canary.late:
-                recent = [entry] + (self.store.get(canary_id).history or [])  # type: ignore[union-attr]
+                full = self._require(canary_id, history=True)  # 404 if deleted meanwhile
+                recent = [entry] + (full.history or [])
                 notifications = self._notifications_for("resumed", canary, now, deadline, recent)
             ok = self.store.update(
                 canary_id,
@@ -313,6 +337,8 @@ class BusinessLogic:
             )
             if not ok:
                 return None
+            if canary.late:
+                self._log_change("resumed", canary)
             # The usual trigger only moves a watched canary's deadline later and
             # records nothing to send: the watcher's plan still holds, so waking
             # it (and the sender) would be work on the hot path for nothing.
@@ -454,5 +480,6 @@ class BusinessLogic:
             canary.id, {"late": True}, expect=self._expect(canary), notifications=notifications
         )
         if ok:
+            self._log_change("late", full)
             self.on_change()
         return ok

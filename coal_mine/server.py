@@ -70,14 +70,17 @@ def open_store(config: Config) -> AbstractStore:
 def setup_logging(config: LoggingConfig) -> None:
     """Log to the configured file (optionally rotated), else to stderr."""
     handler: logging.Handler
-    if config.file and config.rotate:
-        handler = logging.handlers.RotatingFileHandler(
-            config.file, maxBytes=config.max_size, backupCount=config.backup_count
-        )
-    elif config.file:
-        handler = logging.FileHandler(config.file)
-    else:
-        handler = logging.StreamHandler()
+    try:
+        if config.file and config.rotate:
+            handler = logging.handlers.RotatingFileHandler(
+                config.file, maxBytes=config.max_size, backupCount=config.backup_count
+            )
+        elif config.file:
+            handler = logging.FileHandler(config.file)
+        else:
+            handler = logging.StreamHandler()
+    except OSError as exc:
+        raise ConfigError(f"[logging] file: cannot open {config.file}: {exc.strerror or exc}") from None
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger()
     root.handlers[:] = [handler]

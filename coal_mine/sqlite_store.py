@@ -13,6 +13,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, overload
 
 from coal_mine.abstract_store import CANARY_FIELDS, AbstractStore
+from coal_mine.sqlite_errors import refuse_foreign_tables, unavailable_on_failure
 from coal_mine.models import (
     AlreadyExistsError,
     Canary,
@@ -195,12 +196,12 @@ class SQLiteStore(AbstractStore):
     @contextlib.contextmanager
     def _read(self) -> Iterator[sqlite3.Connection]:
         """The connection, for this thread alone until the block ends (fetch inside it)."""
-        with self._lock:
+        with self._lock, unavailable_on_failure(self.path):
             yield self._connection()
 
     @contextlib.contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
+        with self._lock, unavailable_on_failure(self.path):
             conn = self._connection()
             try:
                 conn.execute("BEGIN IMMEDIATE")
@@ -218,6 +219,8 @@ class SQLiteStore(AbstractStore):
     def _migrate(self) -> None:
         with self._write() as conn:
             version = conn.execute("PRAGMA user_version").fetchone()[0]
+            if not version:
+                refuse_foreign_tables(conn, self.path)
             if version > SCHEMA_VERSION:
                 raise StoreUnavailableError(
                     f"{self.path} has schema version {version}, newer than this server knows "

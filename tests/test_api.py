@@ -94,7 +94,7 @@ def test_create_paused_has_no_deadline(srv: WsgiClient) -> None:
         ),
         ({"name": "x", "periodicity": "0"}, "Periodicity must be a positive number"),
         ({"name": "x", "periodicity": "1.2.3"}, 'Bad periodicity "1.2.3"'),
-        ({"name": "x", "periodicity": "-5"}, "Invalid periodicity schedule"),
+        ({"name": "x", "periodicity": "-5"}, 'Bad periodicity "-5": a number of seconds'),
         ({"name": "x", "periodicity": "9" * 12}, "Periodicity must be at most"),
         ({"name": "x", "periodicity": "* * * * 60"}, "Invalid periodicity schedule"),
     ],
