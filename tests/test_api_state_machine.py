@@ -132,6 +132,7 @@ class ApiMachine(RuleBasedStateMachine):
         )
         expect_ok = (
             bool(name)
+            and bool(slugify(name))  # a name without a letter or digit is refused
             and len(name) <= MAX_NAME_LENGTH
             and periodicity_ok
             and len(description) <= MAX_DESCRIPTION_LENGTH
@@ -148,7 +149,7 @@ class ApiMachine(RuleBasedStateMachine):
                 name,
                 value,
                 description,
-                list(emails),
+                list(dict.fromkeys(emails)),  # an address given twice is stored once
                 bool(parse_bool(paused)),
                 ["Canary created"],
             )
@@ -195,6 +196,7 @@ class ApiMachine(RuleBasedStateMachine):
         )
         invalid = (
             (name is not None and len(name) > MAX_NAME_LENGTH)
+            or (name is not None and not slugify(name))
             or (description is not None and len(description) > MAX_DESCRIPTION_LENGTH)
             or (emails is not None and any(e not in GOOD_EMAILS for e in emails))
             or (periodicity is not None and not periodicity[1])
@@ -211,7 +213,7 @@ class ApiMachine(RuleBasedStateMachine):
             canary.name = name if name is not None else canary.name
             canary.description = description if description is not None else canary.description
             if emails is not None and set(emails) != set(canary.emails):  # order alone is no change
-                canary.emails = list(emails)
+                canary.emails = list(dict.fromkeys(emails))
             canary.periodicity = periodicity[2] if periodicity is not None else canary.periodicity
 
     @precondition(lambda self: self.model)
