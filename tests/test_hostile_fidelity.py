@@ -20,8 +20,7 @@ from coal_mine.clock import FakeClock
 from coal_mine.memory_store import MemoryStore
 from coal_mine.models import Canary, CanaryNotFoundError, StoreUnavailableError
 from coal_mine.watcher import Watcher
-from tests.hardening_support import InProcessServer
-from tests.helpers import REPO, ServerProcess, free_port, http_get, wait_for_port
+from tests.helpers import REPO, InProcessServer, ServerProcess, free_port, http_get, wait_for_port
 
 # --- item 8: errors that must not be 500s ---------------------------------------------------
 
