@@ -19,7 +19,7 @@ from coal_mine.business_logic import BusinessLogic
 from coal_mine.config import WebConfig
 from coal_mine.http_errors import JSON_CONTENT_TYPE, HttpError, error_body, http_status
 from coal_mine.models import BadRequestError, Canary, CoalMineError
-from coal_mine.spooled_body import SpooledBody
+from coal_mine.spooled_body import PrefetchedBody
 
 __all__ = ["Api", "HttpError", "canary_to_json"]
 
@@ -186,8 +186,9 @@ class Api:
                 "500 Internal Server Error",
                 "Internal server error; the details are in the server log",
             )
-        if isinstance(result, SpooledBody):
-            start_response("200 OK", [*_JSON_HEADERS, ("Content-Length", str(result.length))])
+        if isinstance(result, PrefetchedBody):
+            length = [] if result.length is None else [("Content-Length", str(result.length))]
+            start_response("200 OK", [*_JSON_HEADERS, *length])
             return result
         start_response("200 OK", list(_JSON_HEADERS))
         if isinstance(result, bytes):
@@ -306,14 +307,14 @@ class Api:
         request.only(*PARAMETERS["get"])
         return self._canary_response(self.logic.get(self._identify(request)))
 
-    def list_canaries(self, request: Request) -> SpooledBody:
+    def list_canaries(self, request: Request) -> PrefetchedBody:
         verbose, paused, late = (request.boolean(n) for n in ("verbose", "paused", "late"))
         request.only(*PARAMETERS["list"])
         canaries = self.logic.list_canaries(
             verbose=bool(verbose), paused=paused, late=late, search=request.string("search")
         )
         first = next(canaries, None)
-        return SpooledBody.of(self._stream_list(first, canaries, bool(verbose)))
+        return PrefetchedBody.of(self._stream_list(first, canaries, bool(verbose)))
 
     @staticmethod
     def _stream_list(first: Canary | None, rest: Iterator[Canary], verbose: bool) -> Iterator[bytes]:

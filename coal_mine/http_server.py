@@ -29,6 +29,7 @@ import re
 import selectors
 import socket
 import socketserver
+import struct
 import ssl
 import threading
 import time
@@ -39,6 +40,7 @@ from typing import Any
 from urllib.parse import quote, quote_plus, unquote_plus
 from wsgiref.simple_server import ServerHandler, WSGIRequestHandler, WSGIServer
 
+from coal_mine.spooled_body import PrefetchedBody
 from coal_mine.http_errors import JSON_CONTENT_TYPE, error_body
 from coal_mine.limits import (
     MAX_PENDING_CONNECTIONS,
@@ -169,6 +171,13 @@ class _Handler(ServerHandler):
         else:
             self.bytes_sent += len(data)
 
+    def handle_error(self) -> None:
+        # A body that fails after its status went out: end the connection with a reset,
+        # so the client sees a broken answer, not a complete-looking 200.
+        if self.headers_sent:
+            self.request_handler.broken = True
+        super().handle_error()
+
 
 class RequestHandler(WSGIRequestHandler):
     """wsgiref's handler, fed a complete request head, answering errors in JSON,
@@ -180,6 +189,7 @@ class RequestHandler(WSGIRequestHandler):
     sys_version = ""  # the Server header names no Python version
     default_request_version = "HTTP/1.0"  # answer even garbage with a status line and headers
     server: PooledWSGIServer
+    broken = False  # the answer failed after its status was sent
 
     def setup(self) -> None:
         sock, head, self.quick = self.request
@@ -203,6 +213,10 @@ class RequestHandler(WSGIRequestHandler):
         if self.server.quick is not None and not self.quick:
             app = _gated(app, self.server.heavy_gate)
         handler.run(app)
+        if self.broken:  # reset now: the usual shutdown would first send a clean end (FIN)
+            with contextlib.suppress(OSError):
+                self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                self.connection.close()
 
     def version_string(self) -> str:
         return self.server_version
@@ -255,12 +269,15 @@ class _GatedIterable:
 
 
 def _gated(app: Any, gate: threading.Semaphore) -> Any:
-    """`app`, producing each piece of a streamed body only while holding the gate. The call
-    itself and a list body (already computed) need no gate, nor does sending."""
+    """`app`, computing only while holding the gate: the call (which produces up to a
+    megabyte of a list) and each later piece of a streamed body. Sending needs no gate."""
 
     def call(environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
-        result = app(environ, start_response)
-        return result if isinstance(result, list | tuple) else _GatedIterable(result, gate)
+        with gate:
+            result = app(environ, start_response)
+        if isinstance(result, list | tuple) or (isinstance(result, PrefetchedBody) and result.complete):
+            return result
+        return _GatedIterable(result, gate)
 
     return call
 

@@ -1,43 +1,44 @@
-"""A response body produced in full before the status line is sent."""
+"""A response body produced before the status line is sent, as far as is cheap."""
 
 from __future__ import annotations
 
-import tempfile
+import itertools
 from collections.abc import Iterator
-from typing import IO
 
-# Kept in memory up to this size, in a temporary file beyond.
-SPOOL_IN_MEMORY = 4 * 1024 * 1024
-CHUNK = 65536
+# Up to this much of a body is produced before the status is sent. A list that fits
+# (nearly every one) is then complete: an error while producing it is a JSON error,
+# and it is sent with a Content-Length. A longer one is streamed on from there, paced
+# by its reader, so that a few huge lists do not take the CPU from triggers all at
+# once; an error after its status is sent resets the connection (see http_server),
+# which a client cannot take for the end of a good answer.
+PREFETCH_LIMIT = 1024 * 1024
 
 
-class SpooledBody:
-    """The whole body, produced before the status is sent: an error halfway through
-    (a database failing during a long list) is then a JSON error, never a 200 with
-    truncated JSON, and the Content-Length lets a client see a connection cut short."""
+class PrefetchedBody:
+    """A body whose first PREFETCH_LIMIT bytes (or all of it) are already produced."""
 
-    def __init__(self, spool: IO[bytes], length: int) -> None:
-        self._spool = spool
-        self.length = length
+    def __init__(self, head: list[bytes], rest: Iterator[bytes] | None) -> None:
+        self._head = head
+        self._rest = rest
+        # Known only when the whole body is here.
+        self.length = sum(len(piece) for piece in head) if rest is None else None
 
     @classmethod
-    def of(cls, chunks: Iterator[bytes]) -> SpooledBody:
-        """Run `chunks` to the end (errors propagate, nothing is kept)."""
-        spool = tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY)  # noqa: SIM115 - closed by close()
-        try:
-            for chunk in chunks:
-                spool.write(chunk)
-        except BaseException:
-            spool.close()
-            raise
-        length = spool.tell()
-        spool.seek(0)
-        return cls(spool, length)
+    def of(cls, chunks: Iterator[bytes], limit: int = PREFETCH_LIMIT) -> PrefetchedBody:
+        """Produce `chunks` up to `limit` bytes (errors propagate: nothing is sent yet)."""
+        head: list[bytes] = []
+        size = 0
+        for chunk in chunks:
+            head.append(chunk)
+            size += len(chunk)
+            if size >= limit:
+                return cls(head, chunks)
+        return cls(head, None)
 
     def __iter__(self) -> Iterator[bytes]:
-        while chunk := self._spool.read(CHUNK):
-            yield chunk
+        return itertools.chain(self._head, self._rest or ())
 
-    def close(self) -> None:
-        """Called by the WSGI server when the response is done (or abandoned)."""
-        self._spool.close()
+    @property
+    def complete(self) -> bool:
+        """Whether the whole body is already produced."""
+        return self._rest is None

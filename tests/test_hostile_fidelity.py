@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import resource
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -76,16 +77,41 @@ class FailingList:
             yield canary
 
 
-@pytest.mark.parametrize("size", ["small", "large"])
-def test_a_database_error_in_the_middle_of_a_list_is_a_json_error(size: str) -> None:
-    count = 3 if size == "small" else 1500  # "large": far beyond one 64 KB chunk
+def fill(store: MemoryStore, count: int) -> None:
+    """`count` canaries with 400-character names (about 450 bytes each in a list)."""
+    for i in range(count):
+        name = f"{'long name ' * 40}{i}"
+        store.create(
+            Canary(id=f"c{i:07d}", name=name, slug=name.replace(" ", "-"), periodicity=60.0, history=[])
+        )
+
+
+@pytest.mark.parametrize("count", [3, 2000], ids=["small", "most-of-a-megabyte"])
+def test_a_database_error_in_the_middle_of_a_list_is_a_json_error(count: int) -> None:
+    """Up to a megabyte of list is produced before the status."""
     with InProcessServer() as server:
-        for i in range(count + 1):
-            server.logic.create(f"{'long name ' * 8}{i}", 60)
+        fill(server.logic.store, count + 1)
         server.logic.store.iter_canaries = FailingList(server.logic.store, count)  # type: ignore[method-assign]
         status, body = server.call("list")
         assert status == 503
         assert body == {"status": "error", "error": "database went away mid-list"}
+
+
+def test_a_database_error_later_in_a_huge_list_resets_the_connection() -> None:
+    """Past the first megabyte the list streams; failing then, the connection is reset
+    rather than ended, so no client takes the cut-off JSON for a complete answer."""
+    count = 4000  # about 1.8 MB of list before the failure
+    with InProcessServer() as server:
+        fill(server.logic.store, count + 1)
+        server.logic.store.iter_canaries = FailingList(server.logic.store, count)  # type: ignore[method-assign]
+        with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+            sock.sendall(b"GET /coal-mine/v1/canary/list HTTP/1.0\r\n\r\n")
+            received = b""
+            with pytest.raises(ConnectionResetError):
+                while chunk := sock.recv(65536):
+                    received += chunk
+        assert received.startswith(b"HTTP/1.0 200") and len(received) > 1024 * 1024
+        assert b"Content-Length" not in received.split(b"\r\n\r\n", 1)[0]
 
 
 def test_a_list_carries_its_length() -> None:
