@@ -34,6 +34,7 @@ MAX_UNMOVED_EVENTS = 20
 # exists" on a server and on mongomock alike.
 HAS_ROOM = {f"notifications.{MAX_UNMOVED_EVENTS - 1}": {"$exists": False}}
 # Filter: no event waits in the canary (no `notifications`, or an empty array).
+# Not `{"$in": [None, []]}`: with arrays, a server and mongomock disagree on it.
 NO_EVENTS = {"$or": [{"notifications": {"$exists": False}}, {"notifications": {"$size": 0}}]}
 
 
