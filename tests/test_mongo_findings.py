@@ -31,6 +31,7 @@ from coal_mine.config import ConfigError, from_environment, from_ini
 from coal_mine.models import Canary, NewNotification
 from coal_mine.mongo_docs import MAX_UNMOVED_EVENTS
 from coal_mine.mongo_store import MongoStore
+from coal_mine.notification_payload import new_notification
 from coal_mine.server import open_store
 from tests.helpers import REPO, ServerProcess, free_port
 from tests.stores import MONGODB_URI_VARIABLE, live_mongodb_store, mongomock_database, mongomock_store
@@ -250,24 +251,33 @@ def test_every_document_this_store_writes_is_json_for_coal_mine_071() -> None:
 
 
 def test_fixture_round_trip_with_a_recorded_notification_is_json_for_coal_mine_071() -> None:
+    """The shared 0.7.1 fixture, a notification recorded on one of its canaries (and one
+    caught in its document by a move that failed), then 0.7.1's JSON conversion of every
+    document: none may fail."""
     from tests.test_mongo_fixture import load_fixture
 
     db = mongomock_database()
-    fixture = load_fixture()
-    db["canaries"].insert_many([dict(doc) for doc in fixture["canaries"]])
+    db["canaries"].insert_many([dict(doc) for doc in load_fixture()["canaries"]])
     store = MongoStore(db, retry_delays=())
     store.ensure_indexes()
     logic = BusinessLogic(store, FakeClock(T0))
-    for doc in list(db["canaries"].find({}, {"_id": False})):
-        if not doc.get("paused") and not doc.get("late"):
-            logic.mark_late(logic.get(doc["id"]))
-            break
-    # The event still in the document, as if the mover had not run yet:
-    some = db["canaries"].find_one({})
-    event = {"nid": "y", "kind": "late", "created": T0.isoformat(), "payload": {"history": [["t", "c"]]}}
-    db["canaries"].update_one({"_id": some["_id"]}, {"$push": {"notifications": event}})
+    target = logic.get(db["canaries"].find_one({})["id"])
+    note = new_notification("late", target, T0, target.deadline, target.history or [])
+    assert store.update(target.id, {"late": True}, notifications=[note])
+    real_upsert = store.outbox.update_one
+
+    def outbox_down(*args: Any, **kwargs: Any) -> Any:
+        raise OperationFailure("outbox unavailable", code=2)
+
+    store.outbox.update_one = outbox_down  # type: ignore[method-assign]
+    note = new_notification("resumed", target, T0, target.deadline, target.history or [])
+    assert store.update(target.id, {"late": False}, notifications=[note])
+    store.outbox.update_one = real_upsert  # type: ignore[method-assign]
+    assert len(db["canaries"].find_one({"id": target.id})["notifications"]) == 1
     for doc in db["canaries"].find({}, {"_id": False}):
         json.loads(coal_mine_071_json(doc))
+    mine = [n.kind for n in store.pending_notifications() if n.canary_id == target.id]
+    assert mine == ["late", "resumed"]
 
 
 # --- finding 5: write concern ------------------------------------------------------------------
