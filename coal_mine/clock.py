@@ -4,10 +4,19 @@ from __future__ import annotations
 
 import threading
 from datetime import UTC, datetime, timedelta
+from typing import overload
 
 
-def utc(dt: datetime) -> datetime:
-    """Return `dt` as an aware UTC datetime (naive values are taken as UTC)."""
+@overload
+def utc(dt: datetime) -> datetime: ...
+@overload
+def utc(dt: None) -> None: ...
+@overload
+def utc(dt: datetime | None) -> datetime | None: ...
+def utc(dt: datetime | None) -> datetime | None:
+    """Return `dt` as an aware UTC datetime (naive values are taken as UTC); None stays None."""
+    if dt is None:
+        return None
     if dt.tzinfo is None:
         return dt.replace(tzinfo=UTC)
     return dt.astimezone(UTC)

@@ -20,7 +20,7 @@ from typing import Any
 
 from bson import ObjectId
 
-from coal_mine import clock
+from coal_mine.clock import utc
 
 from coal_mine.models import Canary, NewNotification
 
@@ -36,11 +36,6 @@ HAS_ROOM = {f"notifications.{MAX_UNMOVED_EVENTS - 1}": {"$exists": False}}
 # Filter: no event waits in the canary (no `notifications`, or an empty array).
 # Not `{"$in": [None, []]}`: with arrays, a server and mongomock disagree on it.
 NO_EVENTS = {"$or": [{"notifications": {"$exists": False}}, {"notifications": {"$size": 0}}]}
-
-
-def utc(value: datetime | None) -> datetime | None:
-    """Aware UTC, whatever tz setting the client was built with."""
-    return clock.utc(value) if value is not None else None
 
 
 def utc_time(value: Any) -> datetime:

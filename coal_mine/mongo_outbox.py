@@ -34,9 +34,9 @@ from pymongo import ASCENDING, ReturnDocument
 from pymongo.collection import Collection
 from pymongo.errors import DuplicateKeyError
 
-from coal_mine.clock import Clock
+from coal_mine.clock import Clock, utc
 from coal_mine.models import Notification
-from coal_mine.mongo_docs import utc, utc_time
+from coal_mine.mongo_docs import utc_time
 from coal_mine.mongo_legacy import adopt_legacy, legacy_count, legacy_pending
 from coal_mine.mongo_retry import Retrier
 

@@ -27,7 +27,7 @@ from pymongo.collection import Collection
 from pymongo.errors import DuplicateKeyError, OperationFailure
 
 from coal_mine.abstract_store import CANARY_FIELDS, AbstractStore
-from coal_mine.clock import Clock
+from coal_mine.clock import Clock, utc
 from coal_mine.models import (
     AlreadyExistsError,
     Canary,
@@ -44,7 +44,6 @@ from coal_mine.mongo_docs import (
     doc_to_canary,
     event_doc,
     field_value,
-    utc,
     utc_time,
 )
 from coal_mine.mongo_legacy import adopt_legacy, migrate_old_layout

@@ -9,7 +9,7 @@ from typing import Any
 
 import psycopg
 
-from coal_mine.clock import to_millis
+from coal_mine.clock import to_millis, utc
 from coal_mine.sql_shared import NOTIFICATION_COLUMNS, notification_from_row, prune_rows
 from coal_mine.models import Canary, NewNotification, Notification, PrunePolicy
 
@@ -38,10 +38,6 @@ def ms(value: datetime | None) -> datetime | None:
     return None if value is None else to_millis(value)
 
 
-def utc(value: datetime | None) -> datetime | None:
-    return None if value is None else value.astimezone(UTC)
-
-
 def periodicity(value: float | str) -> tuple[float | None, str | None]:
     return (None, value) if isinstance(value, str) else (float(value), None)
 
@@ -61,7 +57,7 @@ def row_to_canary(row: Any, history: bool) -> Canary:
         paused=paused,
         late=late,
         deadline=utc(deadline),
-        history=entries,  # type: ignore[arg-type]
+        history=entries,
     )
 
 

@@ -21,6 +21,7 @@ from psycopg import errors
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from coal_mine.abstract_store import CANARY_FIELDS, AbstractStore
+from coal_mine.clock import utc
 from coal_mine.models import (
     AlreadyExistsError,
     Canary,
@@ -45,7 +46,6 @@ from coal_mine.postgres_rows import (
     prune_needed,
     row_to_canary,
     row_to_notification,
-    utc,
 )
 
 log = logging.getLogger(__name__)
