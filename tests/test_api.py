@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import http.client
 import json
-import textwrap
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -17,6 +16,7 @@ from coal_mine.api import Api, canary_to_json
 from coal_mine.business_logic import BusinessLogic
 from coal_mine.clock import FakeClock
 from coal_mine.memory_store import MemoryStore
+from coal_mine.models import Canary
 from coal_mine.sqlite_store import SQLiteStore
 from tests.helpers import ServerProcess, WsgiClient
 
@@ -361,17 +361,25 @@ def test_bad_schedules_are_400_and_store_nothing(srv: WsgiClient, schedule: str,
 def test_streamed_list_is_byte_for_byte_json_dumps_indent_4(verbose: bool) -> None:
     """Api streams `list` a piece at a time; the bytes must be exactly what
     json.dumps(indent=4) writes for the whole answer, across chunk boundaries too."""
-    logic = BusinessLogic(MemoryStore(), FakeClock())
-    app = WsgiClient(Api(logic))
+    store, clock = MemoryStore(), FakeClock()
+    app = WsgiClient(Api(BusinessLogic(store, clock)))
     query = {"verbose": "1"} if verbose else {}
     _, _, empty = app.request("GET", app.path("list", **query))
     assert empty == (json.dumps({"status": "ok", "canaries": []}, indent=4) + "\n").encode()
     awkward = ['quote " and \\ backslash', "tab\tnew\nline", "Zürich ✓ 夜間 \U0001f600", "\x00\x1f"]
-    for i in range(900):  # several 64 KiB chunks
-        logic.create(f"{awkward[i % len(awkward)]} {i}", 60 + i, description=textwrap.fill("x " * i)[:50])
-    logic.pause(next(logic.list_canaries()).id, "paused one")
+    now = clock.now()
+    for i in range(400):  # several 64 KiB chunks
+        name = f"{awkward[i % len(awkward)]} {i} " + "x" * 150
+        history = [(now, "Triggered (\u00e9)"), (now, "Canary created")] if i % 2 else []
+        paused = i % 7 == 0
+        deadline = None if paused else now + timedelta(seconds=60 + i)
+        store.create(
+            Canary(
+                f"id{i:06d}", name, f"slug-{i}", 60.0 + i, "d", ["a@b.c"], paused, False, deadline, history
+            )
+        )
     _, headers, body = app.request("GET", app.path("list", **query))
-    canaries = list(logic.list_canaries(verbose=verbose))
+    canaries = list(store.iter_canaries(history=verbose))
     entries = [canary_to_json(c) if verbose else {"name": c.name, "id": c.id} for c in canaries]
     expected = json.dumps({"status": "ok", "canaries": entries}, indent=4) + "\n"
     assert len(body) > 65536  # more than one chunk
@@ -379,17 +387,19 @@ def test_streamed_list_is_byte_for_byte_json_dumps_indent_4(verbose: bool) -> No
     assert headers["Content-Type"] == "application/json; charset=utf-8"
 
 
-# --- smoke tests over a real server process ----------------------------------------------
+# --- a smoke test over a real server process -----------------------------------------------
 
 
 def test_smoke_real_server(tmp_path: Path) -> None:
-    """The API wired into the real server: headers, a POST trigger, and the grep-able body."""
-    with ServerProcess(tmp_path) as real:
-        canary = create(real, name="Smoke", email="ops@example.com")
-        cid = canary["id"]
+    """The API wired into the real server: the key, headers, a POST trigger, the grep-able body."""
+    with ServerProcess(tmp_path, auth_key="s3cret") as real:
+        assert real.call("create", name="Smoke", periodicity="60")[0] == 401
+        status, body = real.call("create", name="Smoke", periodicity="60", auth_key="s3cret")
+        assert status == 200
+        cid = body["canary"]["id"]
         conn = http.client.HTTPConnection("127.0.0.1", real.port, timeout=10)
         try:
-            conn.request("POST", f"/{cid}?m=posted", body=b"comment=ignored")
+            conn.request("POST", f"/{cid}?m=posted", body=b"comment=ignored")  # no key needed
             response = conn.getresponse()
             text = response.read().decode()
         finally:
@@ -397,19 +407,9 @@ def test_smoke_real_server(tmp_path: Path) -> None:
         assert response.status == 200
         assert response.getheader("Content-Type") == "application/json; charset=utf-8"
         assert '"status": "ok"' in text  # the README's watchdog cron line greps for this
-        got = real.call("get", slug="smoke")[1]["canary"]
+        got = real.call("get", slug="smoke", auth_key="s3cret")[1]["canary"]
         assert got["history"][0][1] == "Triggered (posted)"
-        assert real.call("list")[1]["canaries"] == [{"name": "Smoke", "id": cid}]
+        assert real.call("list", auth_key="s3cret")[1]["canaries"] == [{"name": "Smoke", "id": cid}]
         assert real.call("/coal-mine/v1/canary/explode")[0] == 404
-        assert real.call("delete", id=cid) == (200, {"status": "ok"})
-
-
-def test_smoke_real_server_with_auth_key(tmp_path: Path) -> None:
-    with ServerProcess(tmp_path, auth_key="s3cret") as keyed:
-        assert keyed.call("create", name="Keyed", periodicity="60")[0] == 401
-        status, body = keyed.call("create", name="Keyed", periodicity="60", auth_key="s3cret")
-        assert status == 200
-        cid = body["canary"]["id"]
-        assert keyed.call(f"/{cid}")[0] == 200  # trigger needs no key
-        assert keyed.call("get", id=cid, auth_key="s3cret")[0] == 200
-        assert "s3cret" not in keyed.log()
+        assert real.call("delete", id=cid, auth_key="s3cret") == (200, {"status": "ok"})
+        assert "s3cret" not in real.log()
