@@ -7,6 +7,8 @@ import pprint
 from datetime import UTC, datetime, tzinfo
 from typing import Any
 
+from coal_mine.models import CANARY_JSON_FIELDS
+
 FORMATS = ("python", "json", "human")
 
 
@@ -94,19 +96,7 @@ def human_canary(canary: dict[str, Any], tz: tzinfo | None) -> str:
         ("State", _state(c)),
         ("Deadline", format_time(c["deadline"], tz) if c.get("deadline") else "-"),
     ]
-    known = {
-        "name",
-        "id",
-        "slug",
-        "description",
-        "periodicity",
-        "emails",
-        "paused",
-        "late",
-        "deadline",
-        "history",
-        "periodicity_schedule",
-    }
+    known = set(CANARY_JSON_FIELDS)
     fields += [(key, str(value)) for key, value in c.items() if key not in known]
     width = max(len(label) for label, _ in fields) + 3
     lines = [f"{label + ':':<{width}}{value}".rstrip() for label, value in fields]

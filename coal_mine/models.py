@@ -8,6 +8,21 @@ from typing import Any
 
 HistoryEntry = tuple[datetime, str]
 
+# The fields of a canary in the API's JSON, in Coal Mine's order (see api.canary_to_json).
+CANARY_JSON_FIELDS = (
+    "id",
+    "name",
+    "slug",
+    "periodicity",
+    "description",
+    "emails",
+    "paused",
+    "history",
+    "late",
+    "deadline",
+    "periodicity_schedule",
+)
+
 # How many of the latest history entries a late/resumed message shows.
 NOTIFICATION_HISTORY_ENTRIES = 15
 

@@ -16,7 +16,7 @@ from coal_mine.api import Api, canary_to_json
 from coal_mine.business_logic import BusinessLogic
 from coal_mine.clock import FakeClock
 from coal_mine.memory_store import MemoryStore
-from coal_mine.models import Canary
+from coal_mine.models import CANARY_JSON_FIELDS, Canary
 from coal_mine.sqlite_store import SQLiteStore
 from tests.helpers import ServerProcess, WsgiClient
 
@@ -413,3 +413,11 @@ def test_smoke_real_server(tmp_path: Path) -> None:
         assert real.call("/coal-mine/v1/canary/explode")[0] == 404
         assert real.call("delete", id=cid, auth_key="s3cret") == (200, {"status": "ok"})
         assert "s3cret" not in real.log()
+
+
+def test_canary_json_fields_are_the_declared_ones() -> None:
+    """models.CANARY_JSON_FIELDS (which cmcli --human and the dashboard rely on) is what the API writes."""
+    logic = BusinessLogic(MemoryStore(), FakeClock())
+    canary = logic.create("All fields", "* * * * * 60")
+    data = canary_to_json(canary, logic.periodicity_schedule(canary))
+    assert tuple(data) == CANARY_JSON_FIELDS

@@ -13,7 +13,14 @@ import re
 from datetime import UTC, datetime, tzinfo
 from typing import TYPE_CHECKING, Any
 
-from coal_mine.models import AlreadyExistsError, BadRequestError, Canary, CanaryNotFoundError, CoalMineError
+from coal_mine.models import (
+    CANARY_JSON_FIELDS,
+    AlreadyExistsError,
+    BadRequestError,
+    Canary,
+    CanaryNotFoundError,
+    CoalMineError,
+)
 from coal_mine.ui import present
 from coal_mine.ui.web import UI_PREFIX, Response, cookie_header, redirect
 
@@ -39,19 +46,7 @@ DONE = {
     "zone": "Time zone saved.",
 }
 # Fields the canary page shows in its own way; any other field of the API's JSON is listed as it is.
-SHOWN_FIELDS = {
-    "id",
-    "name",
-    "slug",
-    "periodicity",
-    "description",
-    "emails",
-    "paused",
-    "late",
-    "deadline",
-    "history",
-    "periodicity_schedule",
-}
+SHOWN_FIELDS = set(CANARY_JSON_FIELDS)
 FORM_FIELDS = ("name", "periodicity", "description", "emails")
 _EMAIL_SEPARATORS = re.compile(r"[\s,;]+")
 
