@@ -269,12 +269,11 @@ class _GatedIterable:
 
 
 def _gated(app: Any, gate: threading.Semaphore) -> Any:
-    """`app`, computing only while holding the gate: the call (which produces up to a
-    megabyte of a list) and each later piece of a streamed body. Sending needs no gate."""
+    """`app`, producing each piece of a streamed body only while holding the gate. The call
+    itself and a body already computed need no gate, nor does sending."""
 
     def call(environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
-        with gate:
-            result = app(environ, start_response)
+        result = app(environ, start_response)
         if isinstance(result, list | tuple) or (isinstance(result, PrefetchedBody) and result.complete):
             return result
         return _GatedIterable(result, gate)

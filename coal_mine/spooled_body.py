@@ -5,13 +5,14 @@ from __future__ import annotations
 import itertools
 from collections.abc import Iterator
 
-# Up to this much of a body is produced before the status is sent. A list that fits
-# (nearly every one) is then complete: an error while producing it is a JSON error,
-# and it is sent with a Content-Length. A longer one is streamed on from there, paced
-# by its reader, so that a few huge lists do not take the CPU from triggers all at
-# once; an error after its status is sent resets the connection (see http_server),
-# which a client cannot take for the end of a good answer.
-PREFETCH_LIMIT = 1024 * 1024
+# Up to this much of a body (one piece of a streamed list) is produced before the
+# status is sent. A list that fits (some 500 canaries without history) is then
+# complete: an error while producing it is a JSON error, and it is sent with a
+# Content-Length. A longer one is streamed on from there, paced by its reader and by
+# the server's gate for long answers, so that many large lists do not take the CPU
+# from triggers all at once; an error after its status is sent resets the connection
+# (see http_server), which a client cannot take for the end of a good answer.
+PREFETCH_LIMIT = 64 * 1024
 
 
 class PrefetchedBody:
