@@ -7,10 +7,31 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from coal_mine.models import Canary, HistoryEntry, NewNotification, Notification, PrunePolicy
+from coal_mine.models import (
+    Canary,
+    CanaryTotals,
+    HistoryEntry,
+    NewNotification,
+    Notification,
+    OutboxSummary,
+    PrunePolicy,
+    WorkerHeartbeat,
+)
 
 # Fields a caller may put in `changes` or `expect`.
-CANARY_FIELDS = ("name", "slug", "periodicity", "description", "emails", "paused", "late", "deadline")
+CANARY_FIELDS = (
+    "name",
+    "slug",
+    "periodicity",
+    "description",
+    "emails",
+    "paused",
+    "late",
+    "deadline",
+    "badge_key",
+)
+# The history comment of a trigger starts with this (see business_logic.history_comment).
+TRIGGER_COMMENT = "Triggered"
 
 
 class AbstractStore(ABC):
@@ -120,6 +141,54 @@ class AbstractStore(ABC):
             if when is not None:
                 found[canary_id] = when
         return found
+
+    # --- operations: worker heartbeats, server settings, summaries for metrics ---------
+
+    @abstractmethod
+    def record_heartbeat(self, beat: WorkerHeartbeat) -> None:
+        """Insert or replace the heartbeat of `beat.worker_id`."""
+
+    @abstractmethod
+    def heartbeats(self) -> list[WorkerHeartbeat]:
+        """Every stored heartbeat, the most recently seen first."""
+
+    @abstractmethod
+    def prune_heartbeats(self, older_than: datetime) -> int:
+        """Remove heartbeats last seen before `older_than`; returns how many went."""
+
+    @abstractmethod
+    def setting(self, name: str) -> str | None:
+        """A server-wide setting kept in the store (e.g. the server badge key), or None."""
+
+    @abstractmethod
+    def setting_setdefault(self, name: str, value: str) -> str:
+        """Store `value` under `name` unless a value is there already; returns the stored value.
+        Atomic: of several processes starting at once, all get the same value."""
+
+    @abstractmethod
+    def canary_for_badge(self, badge_key: str) -> Canary | None:
+        """The canary (no history) whose badge key this is, or None."""
+
+    def canary_totals(self) -> CanaryTotals:
+        """How many canaries exist, are late, are paused."""
+        total = late = paused = 0
+        for canary in self.iter_canaries():
+            total += 1
+            late += canary.late
+            paused += canary.paused
+        return CanaryTotals(total, late, paused)
+
+    def outbox_summary(self) -> OutboxSummary:
+        """How many notifications are pending, and the creation time of the oldest."""
+        pending = self.pending_notifications()
+        return OutboxSummary(len(pending), min((n.created for n in pending), default=None))
+
+    def iter_canary_status(self) -> Iterator[tuple[Canary, datetime | None]]:
+        """Each canary (no history) with the time of its last trigger (None: never triggered)."""
+        for canary in self.iter_canaries(history=True):
+            last = next((ts for ts, c in canary.history or [] if c.startswith(TRIGGER_COMMENT)), None)
+            canary.history = None
+            yield canary, last
 
     def ensure_indexes(self) -> None:  # noqa: B027 - optional hook
         """Create indexes; called by processes that do background work."""

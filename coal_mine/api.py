@@ -20,6 +20,7 @@ from coal_mine.config import WebConfig
 from coal_mine.http_errors import JSON_CONTENT_TYPE, HttpError, error_body, http_status
 from coal_mine.models import BadRequestError, Canary, CoalMineError
 from coal_mine.spooled_body import PrefetchedBody
+from coal_mine.ops_routes import OpsRoutes
 
 __all__ = ["Api", "HttpError", "canary_to_json"]
 
@@ -146,6 +147,8 @@ class Api:
         auth_key: str | None = None,
         read_only_auth_key: str | None = None,
         web: WebConfig | None = None,
+        *,
+        worker_timeout: float = 60.0,
     ) -> None:
         from coal_mine.ui import Dashboard  # imported here: the dashboard uses this module
 
@@ -153,6 +156,7 @@ class Api:
         self.auth_key = auth_key
         self.read_only_auth_key = read_only_auth_key
         self.ui = Dashboard(self, web)
+        self.ops = OpsRoutes(self, worker_timeout=worker_timeout)  # /health, /metrics, /badge
         self.commands: dict[str, Callable[[Request], Any]] = {
             "create": self.create,
             "delete": self.delete,
@@ -172,11 +176,15 @@ class Api:
         return path == URL_PREFIX + "trigger" or _SHORT_TRIGGER.match(path) is not None
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        return self.ops.serve(environ, start_response, self._serve)
+
+    def _serve(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         if self.ui.handles(environ.get("PATH_INFO", "")):
             return self.ui(environ, start_response)
         try:
             command, query = self._route(environ)
             result = self.commands[command](Request(query))
+            self.ops.count(command)
         except CoalMineError as exc:
             return self._error(start_response, http_status(exc), str(exc))
         except Exception:
@@ -266,7 +274,9 @@ class Api:
         raise BadRequestError("Must specify id, slug, or name" if name_ok else "Must specify id or slug")
 
     def _canary_response(self, canary: Canary) -> dict[str, Any]:
-        return {"status": "ok", "canary": canary_to_json(canary, self.logic.periodicity_schedule(canary))}
+        data = canary_to_json(canary, self.logic.periodicity_schedule(canary))
+        data["badge_key"] = self.ops.badge_key(canary)  # for /coal-mine/v1/badge/<key>.svg
+        return {"status": "ok", "canary": data}
 
     def create(self, request: Request) -> dict[str, Any]:
         name = request.required("name")

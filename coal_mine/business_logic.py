@@ -17,6 +17,7 @@ import regex
 from coal_mine import limits
 from coal_mine.abstract_store import AbstractStore
 from coal_mine.clock import Clock, to_millis
+from coal_mine.logs import log_event
 from coal_mine.models import (
     AlreadyExistsError,
     BadRequestError,
@@ -160,7 +161,9 @@ class BusinessLogic:
     def _log_change(kind: str, canary: Canary) -> None:
         """Said once the change is stored (not on each attempt to store it)."""
         state = "late" if kind == "late" else "reporting again"
-        log.info("Canary %s (%s) is %s", canary.id, canary.name, state)
+        log_event(
+            log, logging.INFO, kind, f"Canary {canary.id} ({canary.name}) is {state}", canary_id=canary.id
+        )
         if not canary.emails:
             log.info("Canary %s has no email addresses: no %s message to send", canary.id, kind)
 
@@ -233,11 +236,12 @@ class BusinessLogic:
                 late=False,
                 deadline=None if paused else self.deadline_after(periodicity, now),
                 history=[(now, "Canary created")],
+                badge_key=secrets.token_hex(16),
             )
             try:
                 self.store.create(canary)
             except AlreadyExistsError as exc:
-                if exc.field_name == "id":
+                if exc.field_name in ("id", "badge_key"):
                     continue
                 raise
             log.info("Created canary %s (%s)", canary.id, name)

@@ -241,6 +241,9 @@ COMMANDS: dict[str, Command] = {
     ),
     "pause": Command("pause a canary", (*_IDENT, _COMMENT), required_group="ident"),
     "unpause": Command("unpause a canary", (*_IDENT, _COMMENT), required_group="ident"),
+    "status": Command(
+        "show whether the server can detect late canaries (its health), and its badge key", no_history=False
+    ),
 }
 
 
@@ -349,6 +352,14 @@ def run(args: argparse.Namespace) -> int:
 def _execute(args: argparse.Namespace, settings: Settings) -> None:
     """Send the request(s) for one command and print the answer."""
     command = args.command
+    if command == "status":
+        from coal_mine.cli_status import status
+
+        text, healthy = status(settings)
+        _write(sys.stdout, text)
+        if not healthy:
+            raise CliError("the server is not healthy", EXIT_HTTP)
+        return
     if command == "update" and not (args.id or args.slug):
         # As in Coal Mine's cmcli: --name alone names the canary to update.
         if not args.name:

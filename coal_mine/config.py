@@ -18,6 +18,7 @@ CONFIG_FILE = "coal-mine.ini"
 SEARCH_DIRS = (".", "/etc", "/usr/local/etc")
 DEFAULT_SQLITE_PATH = "coal-mine.sqlite3"
 SMTP_SECURITY = ("none", "starttls", "ssl")
+LOG_FORMATS = ("text", "json")
 
 Getter = Callable[[str], "str | None"]  # a setting's value by key, None when unset
 Namer = Callable[[str], str]  # how to name a setting in an error message
@@ -33,6 +34,7 @@ class LoggingConfig:
     rotate: bool = False
     max_size: int = 1048576
     backup_count: int = 5
+    format: str = "text"
 
 
 @dataclass(frozen=True)
@@ -111,6 +113,17 @@ class WatcherConfig:
 
 
 @dataclass(frozen=True)
+class HealthConfig:
+    worker_timeout: float = 60.0  # a heartbeat older than this is a dead worker
+
+
+@dataclass(frozen=True)
+class WatchdogConfig:
+    url: str | None = None  # requested after deadline scans, at most once a minute
+    timeout: float = 10.0
+
+
+@dataclass(frozen=True)
 class Config:
     """Everything the server needs. `source` says where it came from."""
 
@@ -121,11 +134,13 @@ class Config:
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     watcher: WatcherConfig = field(default_factory=WatcherConfig)
     web: WebConfig = field(default_factory=WebConfig)
+    health: HealthConfig = field(default_factory=HealthConfig)
+    watchdog: WatchdogConfig = field(default_factory=WatchdogConfig)
 
 
 # Known settings of each section; [mongodb] also passes unknown keys to MongoClient.
 _KNOWN = {
-    "logging": {"file", "rotate", "max_size", "backup_count"},
+    "logging": {"file", "rotate", "max_size", "backup_count", "format"},
     "sqlite": {"path", "synchronous"},
     "mongodb": {"hosts", "database", "username", "password"},
     "postgresql": {"uri"},
@@ -142,6 +157,8 @@ _KNOWN = {
     },
     "watcher": {"rescan_interval", "delayed_after", "retry_max_delay"},
     "web": {"base_url", "session_lifetime"},
+    "health": {"worker_timeout"},
+    "watchdog": {"url", "timeout"},
 }
 
 
@@ -230,8 +247,19 @@ _LOGGING_PARSERS: dict[str, Parser] = {
     "rotate": _bool,
     "max_size": lambda where, value: _int(where, value, 1, 2**40),
     "backup_count": lambda where, value: _int(where, value, 0, 1000),
+    "format": lambda where, value: _choice(where, value, LOG_FORMATS),
 }
 _WATCHER_PARSERS: dict[str, Parser] = {key: _seconds for key in _KNOWN["watcher"]}
+_HEALTH_PARSERS: dict[str, Parser] = {"worker_timeout": _seconds}
+
+
+def _url(where: str, value: str) -> str:
+    if not value.lower().startswith(("http://", "https://")):
+        raise ConfigError(f'{where}: "{value}" is not an http:// or https:// URL')
+    return value
+
+
+_WATCHDOG_PARSERS: dict[str, Parser] = {"url": _url, "timeout": _seconds}
 
 
 def _base_url(where: str, value: str) -> str:
@@ -322,6 +350,9 @@ def from_environment(environ: Mapping[str, str]) -> Config:
         email=email,
         wsgi=_wsgi(getter(wsgi_names), where(wsgi_names)),
         web=WebConfig(**_given(getter(web_names), where(web_names), _WEB_PARSERS)),
+        watchdog=WatchdogConfig(
+            **_given(getter({"url": "WATCHDOG_URL"}), where({"url": "WATCHDOG_URL"}), _WATCHDOG_PARSERS)
+        ),
     )
 
 
@@ -401,6 +432,8 @@ def from_ini(path: str) -> Config:
         logging=LoggingConfig(**given("logging", _LOGGING_PARSERS)),
         watcher=WatcherConfig(**given("watcher", _WATCHER_PARSERS)),
         web=WebConfig(**given("web", _WEB_PARSERS)),
+        health=HealthConfig(**given("health", _HEALTH_PARSERS)),
+        watchdog=WatchdogConfig(**given("watchdog", _WATCHDOG_PARSERS)),
     )
 
 

@@ -17,6 +17,7 @@ from coal_mine.models import (
     NewNotification,
     Notification,
     PrunePolicy,
+    WorkerHeartbeat,
 )
 
 
@@ -37,6 +38,8 @@ class MemoryStore(AbstractStore):
         self._notifications: dict[int, Notification] = {}
         self._leases: dict[int, tuple[str, datetime]] = {}
         self._ids = itertools.count(1)
+        self._heartbeats: dict[str, WorkerHeartbeat] = {}
+        self._settings: dict[str, str] = {}
 
     def create(self, canary: Canary) -> None:
         with self._lock:
@@ -44,9 +47,19 @@ class MemoryStore(AbstractStore):
                 raise AlreadyExistsError("id", canary.id)
             if self._slug_owner(canary.slug) is not None:
                 raise AlreadyExistsError("slug", canary.slug)
+            if self._key_owner("badge_key", canary.badge_key) is not None:
+                raise AlreadyExistsError("badge_key", canary.badge_key or "")
             stored = copy.deepcopy(canary)
             stored.history = list(stored.history or [])
             self._canaries[canary.id] = stored
+
+    def _key_owner(self, field_name: str, value: str | None) -> str | None:
+        if value is None:
+            return None
+        for canary in self._canaries.values():
+            if getattr(canary, field_name) == value:
+                return canary.id
+        return None
 
     def _slug_owner(self, slug: str) -> str | None:
         for canary in self._canaries.values():
@@ -91,6 +104,9 @@ class MemoryStore(AbstractStore):
                 owner = self._slug_owner(changes["slug"])
                 if owner not in (None, canary_id):
                     raise AlreadyExistsError("slug", changes["slug"])
+            badge_owner = self._key_owner("badge_key", changes.get("badge_key"))
+            if badge_owner not in (None, canary_id):
+                raise AlreadyExistsError("badge_key", changes["badge_key"])
             for name, value in changes.items():
                 if name not in CANARY_FIELDS:
                     raise ValueError(f"unknown canary field {name}")
@@ -196,3 +212,33 @@ class MemoryStore(AbstractStore):
     def count_notifications(self) -> int:
         with self._lock:
             return len(self._notifications)
+
+    # --- operations ------------------------------------------------------------------
+
+    def record_heartbeat(self, beat: WorkerHeartbeat) -> None:
+        with self._lock:
+            self._heartbeats[beat.worker_id] = beat
+
+    def heartbeats(self) -> list[WorkerHeartbeat]:
+        with self._lock:
+            return sorted(self._heartbeats.values(), key=lambda b: b.seen, reverse=True)
+
+    def prune_heartbeats(self, older_than: datetime) -> int:
+        with self._lock:
+            old = [wid for wid, beat in self._heartbeats.items() if beat.seen < older_than]
+            for wid in old:
+                del self._heartbeats[wid]
+            return len(old)
+
+    def setting(self, name: str) -> str | None:
+        with self._lock:
+            return self._settings.get(name)
+
+    def setting_setdefault(self, name: str, value: str) -> str:
+        with self._lock:
+            return self._settings.setdefault(name, value)
+
+    def canary_for_badge(self, badge_key: str) -> Canary | None:
+        with self._lock:
+            owner = self._key_owner("badge_key", badge_key)
+            return self._copy(self._canaries[owner], False) if owner else None

@@ -41,6 +41,7 @@ class Canary:
     late: bool = False
     deadline: datetime | None = None
     history: list[HistoryEntry] | None = None
+    badge_key: str | None = None  # public name for status badges; None on canaries made by 0.7
 
 
 @dataclass
@@ -76,6 +77,37 @@ class PrunePolicy:
     max_entries: int
     min_entries: int
     older_than: datetime  # entries older than this go while more than min_entries remain
+
+
+@dataclass(frozen=True)
+class WorkerHeartbeat:
+    """What a background worker last said about itself (see coal_mine/health.py)."""
+
+    worker_id: str
+    host: str
+    pid: int
+    started: datetime
+    seen: datetime
+    last_scan: datetime | None = None  # the end of its last complete deadline scan
+    last_delivery: datetime | None = None  # its last successful notification delivery
+    outbox_depth: int = 0
+
+
+@dataclass(frozen=True)
+class CanaryTotals:
+    """How many canaries there are, and how many of them are late or paused."""
+
+    total: int
+    late: int
+    paused: int
+
+
+@dataclass(frozen=True)
+class OutboxSummary:
+    """Pending notifications: how many, and when the oldest was recorded."""
+
+    pending: int
+    oldest: datetime | None
 
 
 class CoalMineError(Exception):

@@ -75,6 +75,7 @@ def doc_to_canary(doc: Mapping[str, Any], history: bool) -> Canary:
         late=bool(doc.get("late")),
         deadline=utc(doc.get("deadline")),
         history=[(utc_time(ts), comment) for ts, comment in doc.get("history") or []] if history else None,
+        badge_key=doc.get("badge_key") or None,
     )
 
 
@@ -93,6 +94,8 @@ def canary_to_doc(canary: Canary) -> dict[str, Any]:
     }
     if canary.deadline is not None:
         doc["deadline"] = canary.deadline
+    if canary.badge_key is not None:
+        doc["badge_key"] = canary.badge_key  # a string: Coal Mine 0.7 keeps and shows it
     return doc
 
 

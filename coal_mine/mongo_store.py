@@ -47,6 +47,7 @@ from coal_mine.mongo_docs import (
     utc_time,
 )
 from coal_mine.mongo_legacy import adopt_legacy, migrate_old_layout
+from coal_mine.mongo_ops import BADGE_INDEX, MongoOperations
 from coal_mine.mongo_outbox import MongoOutbox
 from coal_mine.mongo_retry import DEFAULT_RETRY_DELAYS, Retrier, result_count
 from coal_mine.mongo_settings import MongoSettingsError, connect
@@ -60,7 +61,7 @@ _UPDATE_ATTEMPTS = 3
 _INDEX_ID = "id_1"
 
 
-class MongoStore(AbstractStore):
+class MongoStore(MongoOperations, AbstractStore):
     """Canaries in a MongoDB database (pymongo), shared safely by many processes.
 
     `database` is a pymongo (or compatible) Database. Calls that fail because no
@@ -127,6 +128,7 @@ class MongoStore(AbstractStore):
             (self.canaries, [("paused", ASCENDING), ("late", ASCENDING), ("deadline", ASCENDING)], {}),
             (self.canaries, [("notify", ASCENDING)], {}),  # Coal Mine's pending notifications
             *self._outbox.indexes(),
+            (self.canaries, *BADGE_INDEX),  # badges; Coal Mine 0.7's canaries have none
         ]
         for collection, keys, options in wanted:
             try:

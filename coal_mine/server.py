@@ -26,7 +26,9 @@ from coal_mine.config import (
     load_config,
 )
 from coal_mine.http_server import PooledWSGIServer
+from coal_mine.logs import formatter
 from coal_mine.models import CoalMineError
+from coal_mine.operations import start_no_worker_warning, start_operations
 
 log = logging.getLogger("coal_mine")
 
@@ -81,7 +83,7 @@ def setup_logging(config: LoggingConfig) -> None:
             handler = logging.StreamHandler()
     except OSError as exc:
         raise ConfigError(f"[logging] file: cannot open {config.file}: {exc.strerror or exc}") from None
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.setFormatter(formatter(config.format))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(logging.INFO)
@@ -141,12 +143,14 @@ def start_background(config: Config, logic: BusinessLogic) -> Callable[[], None]
         sender.wake()
 
     logic.on_change = changed
+    stop_operations = start_operations(config, logic, watcher)
     watcher.start()
     sender.start()
     log.info("Deadline watcher and notification sender started (rescan every %g s)", settings.rescan_interval)
 
     def stop() -> None:
         logic.on_change = previous
+        stop_operations()
         watcher.stop()
         if sender.stop() and notifier is not None:
             notifier.close()
@@ -164,7 +168,13 @@ def make_app(config_path: str | None = None) -> Api:
     config = load_config(config_path)
     logic = BusinessLogic(open_store(config), Clock())
     wsgi = config.wsgi
-    return Api(logic, auth_key=wsgi.auth_key, read_only_auth_key=wsgi.read_only_auth_key, web=config.web)
+    return Api(
+        logic,
+        auth_key=wsgi.auth_key,
+        read_only_auth_key=wsgi.read_only_auth_key,
+        web=config.web,
+        worker_timeout=config.health.worker_timeout,
+    )
 
 
 def make_ssl_context(wsgi: WsgiConfig) -> ssl.SSLContext | None:
@@ -242,6 +252,8 @@ def _serve(args: argparse.Namespace) -> int:
         ).start()
         if not args.web:
             stop_background = start_background(config, logic)
+        else:
+            stop_background = start_no_worker_warning(config, logic)
         if not args.background:
             port = config.wsgi.port if args.port is None else args.port
             host = config.wsgi.host if args.host is None else args.host
@@ -255,6 +267,7 @@ def _serve(args: argparse.Namespace) -> int:
                         auth_key=wsgi.auth_key,
                         read_only_auth_key=wsgi.read_only_auth_key,
                         web=config.web,
+                        worker_timeout=config.health.worker_timeout,
                     ),
                     workers=wsgi.workers,
                     quick=Api.is_trigger_path,

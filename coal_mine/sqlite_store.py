@@ -14,6 +14,9 @@ from typing import Any, overload
 
 from coal_mine.abstract_store import CANARY_FIELDS, AbstractStore
 from coal_mine.sqlite_errors import refuse_foreign_tables, unavailable_on_failure
+from coal_mine.sqlite_ops import SQLiteOperations
+from coal_mine.sqlite_schema import MIGRATIONS as _MIGRATIONS
+from coal_mine.sqlite_schema import SCHEMA_VERSION
 from coal_mine.models import (
     AlreadyExistsError,
     Canary,
@@ -28,59 +31,10 @@ from coal_mine.sql_shared import last_entries_query
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 2
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICRO = timedelta(microseconds=1)
 
-# Each entry migrates the schema from version N to N + 1.
-_MIGRATIONS = [
-    """
-    CREATE TABLE canaries (
-        seq INTEGER PRIMARY KEY,             -- creation order
-        id TEXT NOT NULL UNIQUE,
-        name TEXT NOT NULL,
-        slug TEXT NOT NULL UNIQUE,
-        periodicity ANY NOT NULL,            -- REAL seconds or TEXT schedule
-        description TEXT NOT NULL DEFAULT '',
-        emails TEXT NOT NULL DEFAULT '[]',   -- JSON list
-        paused INTEGER NOT NULL DEFAULT 0,
-        late INTEGER NOT NULL DEFAULT 0,
-        deadline INTEGER,                    -- microseconds since the epoch, UTC
-        history_count INTEGER NOT NULL DEFAULT 0
-    ) STRICT;
-    CREATE INDEX canaries_watched ON canaries (deadline) WHERE paused = 0 AND late = 0;
-    CREATE INDEX canaries_paused_late ON canaries (paused, late);
-    CREATE INDEX canaries_late ON canaries (late);
-    CREATE TABLE history (
-        hid INTEGER PRIMARY KEY,
-        canary_seq INTEGER NOT NULL,
-        ts INTEGER NOT NULL,
-        comment TEXT NOT NULL
-    ) STRICT;
-    CREATE INDEX history_by_canary ON history (canary_seq, ts);
-    CREATE TABLE notifications (
-        nid INTEGER PRIMARY KEY AUTOINCREMENT,
-        canary_id TEXT NOT NULL,
-        kind TEXT NOT NULL,
-        created INTEGER NOT NULL,
-        payload TEXT NOT NULL,
-        attempts INTEGER NOT NULL DEFAULT 0,
-        not_before INTEGER NOT NULL,
-        lease_owner TEXT,
-        lease_until INTEGER
-    ) STRICT;
-    CREATE INDEX notifications_by_canary ON notifications (canary_id, nid);
-    """,
-    # 2: the time of each canary's oldest history entry, so that a trigger knows
-    # without a query whether the age rule could prune anything.
-    """
-    ALTER TABLE canaries ADD COLUMN history_oldest INTEGER;
-    UPDATE canaries SET history_oldest =
-        (SELECT MIN(ts) FROM history WHERE history.canary_seq = canaries.seq);
-    """,
-]
-
-_CANARY_COLUMNS = "seq, id, name, slug, periodicity, description, emails, paused, late, deadline"
+_CANARY_COLUMNS = "seq, id, name, slug, periodicity, description, emails, paused, late, deadline, badge_key"
 
 
 def _to_db(dt: datetime | None) -> int | None:
@@ -112,7 +66,7 @@ def _column_value(name: str, value: Any) -> Any:
 
 
 def _row_to_canary(row: tuple, history: list[HistoryEntry] | None) -> Canary:
-    _seq, cid, name, slug, periodicity, description, emails, paused, late, deadline = row
+    _seq, cid, name, slug, periodicity, description, emails, paused, late, deadline, badge_key = row
     return Canary(
         id=cid,
         name=name,
@@ -124,6 +78,7 @@ def _row_to_canary(row: tuple, history: list[HistoryEntry] | None) -> Canary:
         late=bool(late),
         deadline=_from_db(deadline),
         history=history,
+        badge_key=badge_key,
     )
 
 
@@ -153,7 +108,7 @@ _CLAIMABLE = (
 )
 
 
-class SQLiteStore(AbstractStore):
+class SQLiteStore(SQLiteOperations, AbstractStore):
     """Stores canaries in one SQLite file; safe for many threads and processes.
 
     The threads of a process share one connection, taken in turn under a lock:
@@ -251,8 +206,8 @@ class SQLiteStore(AbstractStore):
             with self._write() as conn:
                 seq = conn.execute(
                     "INSERT INTO canaries (id, name, slug, periodicity, description, emails, "
-                    "paused, late, deadline, history_count, history_oldest) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                    "paused, late, deadline, history_count, history_oldest, badge_key) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
                     "RETURNING seq",
                     (
                         canary.id,
@@ -266,6 +221,7 @@ class SQLiteStore(AbstractStore):
                         _to_db(canary.deadline),
                         len(history),
                         _to_db(min((ts for ts, _ in history), default=None)),
+                        canary.badge_key,
                     ),
                 ).fetchone()[0]
                 conn.executemany(
@@ -281,6 +237,8 @@ class SQLiteStore(AbstractStore):
             return AlreadyExistsError("id", cid)
         if "canaries.slug" in str(exc):
             return AlreadyExistsError("slug", slug or "")
+        if "canaries.badge_key" in str(exc):
+            return AlreadyExistsError("badge_key", "")
         return exc
 
     def _history(self, conn: sqlite3.Connection, seq: int) -> list[HistoryEntry]:
@@ -418,9 +376,9 @@ class SQLiteStore(AbstractStore):
                         yield current
                     current_seq = row[0]
                     entries = []
-                    current = _row_to_canary(row[:10], entries)
-                if row[10] is not None:
-                    entries.append((_from_db(row[10]), row[11]))
+                    current = _row_to_canary(row[:11], entries)
+                if row[11] is not None:
+                    entries.append((_from_db(row[11]), row[12]))
             if current is not None:
                 yield current
         finally:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 from coal_mine.business_logic import BusinessLogic
@@ -110,6 +111,8 @@ class Watcher(BackgroundLoop):
         self.retry_max_delay = retry_max_delay
         # canary id -> (when to try again, consecutive failures)
         self._failing: dict[str, tuple[datetime, int]] = {}
+        # Told the time of each finished scan (everything due was looked at): heartbeat, watchdog.
+        self.scan_listeners: list[Callable[[datetime], None]] = []
 
     @property
     def failing(self) -> dict[str, datetime]:
@@ -148,6 +151,8 @@ class Watcher(BackgroundLoop):
             seen = {canary.id for canary in due}
             for cid in [cid for cid in self._failing if cid not in seen]:
                 del self._failing[cid]
+            for listener in self.scan_listeners:
+                listener(now)
         return len(due) >= limit
 
     def next_deadline(self) -> datetime | None:

@@ -134,6 +134,12 @@ def test_environment_mode(tmp_path: Path) -> None:
         ("[mongodb]\ndatabase = x\n", "[mongodb] hosts"),
         ("[mongodb]\nhosts = h\n[sqlite]\npath = x\n", "[mongodb] and [sqlite]"),
         ("[watcher]\nrescan_interval = soon\n", "[watcher] rescan_interval"),
+        ("[health]\nworker_timeout = 0\n", "[health] worker_timeout"),
+        ("[health]\nworker_timeout = a minute\n", "[health] worker_timeout"),
+        ("[watchdog]\nurl = ftp://example.com/x\n", "[watchdog] url"),
+        ("[watchdog]\nurl = example.com/ping\n", "[watchdog] url"),
+        ("[watchdog]\nurl = http://x\ntimeout = never\n", "[watchdog] timeout"),
+        ("[logging]\nformat = xml\n", "[logging] format"),
         ("[wsig]\nport = 1\n", "unknown section [wsig]"),
         ("[wsgi]\nprot = 1\n", "unknown setting [wsgi] prot"),
         ("not an ini file\n", "cannot read configuration"),
@@ -159,6 +165,27 @@ def test_malformed_environment_is_named(environ: dict, setting: str) -> None:
     with pytest.raises(ConfigError) as info:
         load_config(environ={"MONGODB_URI": "mongodb://db/x", **environ})
     assert setting in str(info.value)
+
+
+def test_operations_settings(tmp_path: Path) -> None:
+    text = (
+        "[health]\nworker_timeout = 90\n[watchdog]\nurl = https://hc.example/ping/x\ntimeout = 5\n"
+        "[logging]\nformat = JSON\n"
+    )
+    config = load_config(write(tmp_path, text))
+    assert config.health.worker_timeout == 90.0
+    assert (config.watchdog.url, config.watchdog.timeout) == ("https://hc.example/ping/x", 5.0)
+    assert config.logging.format == "json"
+    defaults = load_config(environ={}, search_dirs=(str(tmp_path / "none"),))
+    assert (defaults.health.worker_timeout, defaults.watchdog.url, defaults.logging.format) == (
+        60.0,
+        None,
+        "text",
+    )
+    environment = load_config(environ={"MONGODB_URI": "mongodb://db/x", "WATCHDOG_URL": "http://w/ping"})
+    assert environment.watchdog.url == "http://w/ping"
+    with pytest.raises(ConfigError, match="WATCHDOG_URL"):
+        load_config(environ={"MONGODB_URI": "mongodb://db/x", "WATCHDOG_URL": "w/ping"})
 
 
 def test_missing_explicit_file(tmp_path: Path) -> None:

@@ -17,6 +17,7 @@ from coal_mine import limits
 from coal_mine.api import PARAMETERS, URL_PREFIX, Api
 from coal_mine.business_logic import BusinessLogic
 from coal_mine.memory_store import MemoryStore
+from coal_mine.ops_routes import DOCUMENTED_PATHS
 from tests.helpers import REPO, ServerProcess
 
 SPEC = yaml.safe_load((REPO / "openapi.yaml").read_text())
@@ -44,7 +45,8 @@ def query_parameters(path: str) -> dict[str, dict[str, Any]]:
 def test_documents_exactly_the_routes_the_server_has() -> None:
     commands = Api(BusinessLogic(MemoryStore())).commands
     assert SPEC["openapi"].startswith("3.")
-    assert set(SPEC["paths"]) == {URL_PREFIX + command for command in commands} | {"/{id}"}
+    canary_paths = {URL_PREFIX + command for command in commands} | {"/{id}"}
+    assert set(SPEC["paths"]) == canary_paths | set(DOCUMENTED_PATHS)
     assert set(PARAMETERS) == set(commands)
 
 
@@ -66,13 +68,23 @@ def test_short_trigger_path() -> None:
     }
 
 
-@pytest.mark.parametrize("path", sorted(SPEC["paths"]))
+@pytest.mark.parametrize("path", sorted(set(SPEC["paths"]) - set(DOCUMENTED_PATHS)))
 def test_every_operation_documents_success_and_every_error(path: str) -> None:
     responses = operation(path)["responses"]
     assert set(responses) == {"200", "400", "401", "404", "414", "431", "503"}
     for status, response in responses.items():
         schema = resolve(resolve(response)["content"]["application/json"]["schema"])
         assert ("error" in schema["properties"]) == (status != "200")
+
+
+@pytest.mark.parametrize("path", DOCUMENTED_PATHS)
+def test_operations_paths_document_their_answers(path: str) -> None:
+    """health, metrics and badges: their own success types, and the errors they can give."""
+    responses = operation(path)["responses"]
+    errors = {"404"} if "/badge/" in path else {"400", "401"}
+    assert set(responses) == {"200", "414", "431", "503"} | errors
+    assert ("text/plain" in resolve(responses["200"])["content"]) == path.endswith("/metrics")
+    assert ("image/svg+xml" in resolve(responses["200"])["content"]) == path.endswith(".svg")
 
 
 def test_documented_limits_are_the_enforced_ones() -> None:

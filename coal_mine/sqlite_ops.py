@@ -1,0 +1,138 @@
+"""The SQLite store's operations part: worker heartbeats, settings, summaries for metrics.
+
+A mixin of SQLiteStore (which supplies `_read`, `_write`, `path` and the busy
+timeout). Scans that read every canary use a connection of their own, so a
+metrics scrape never holds the lock that triggers take.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from coal_mine.abstract_store import TRIGGER_COMMENT
+from coal_mine.models import Canary, CanaryTotals, OutboxSummary, WorkerHeartbeat
+
+if TYPE_CHECKING:
+    from contextlib import AbstractContextManager
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICRO = timedelta(microseconds=1)
+_BEAT_COLUMNS = "worker_id, host, pid, started, seen, last_scan, last_delivery, outbox_depth"
+
+
+def _us(dt: datetime | None) -> int | None:
+    return None if dt is None else (dt - _EPOCH) // _MICRO
+
+
+def _dt(value: int | None) -> datetime | None:
+    return None if value is None else _EPOCH + timedelta(microseconds=value)
+
+
+def _beat(row: tuple) -> WorkerHeartbeat:
+    worker_id, host, pid, started, seen, last_scan, last_delivery, depth = row
+    return WorkerHeartbeat(
+        worker_id=worker_id,
+        host=host,
+        pid=pid,
+        started=_dt(started),  # type: ignore[arg-type]
+        seen=_dt(seen),  # type: ignore[arg-type]
+        last_scan=_dt(last_scan),
+        last_delivery=_dt(last_delivery),
+        outbox_depth=depth,
+    )
+
+
+class SQLiteOperations:
+    """Heartbeats, settings and the scans behind /health and /metrics, for SQLiteStore."""
+
+    path: str
+    _busy_timeout_ms: int
+
+    if TYPE_CHECKING:
+
+        def _read(self) -> AbstractContextManager[sqlite3.Connection]: ...
+        def _write(self) -> AbstractContextManager[sqlite3.Connection]: ...
+
+    @contextlib.contextmanager
+    def _private(self) -> Iterator[sqlite3.Connection]:
+        """A connection of this call's own (no shared lock held while it reads)."""
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        try:
+            conn.execute(f"PRAGMA busy_timeout = {self._busy_timeout_ms}")
+            yield conn
+        finally:
+            conn.close()
+
+    def record_heartbeat(self, beat: WorkerHeartbeat) -> None:
+        with self._write() as conn:
+            conn.execute(
+                f"INSERT OR REPLACE INTO heartbeats ({_BEAT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    beat.worker_id,
+                    beat.host,
+                    beat.pid,
+                    _us(beat.started),
+                    _us(beat.seen),
+                    _us(beat.last_scan),
+                    _us(beat.last_delivery),
+                    beat.outbox_depth,
+                ),
+            )
+
+    def heartbeats(self) -> list[WorkerHeartbeat]:
+        with self._read() as conn:
+            rows = conn.execute(f"SELECT {_BEAT_COLUMNS} FROM heartbeats ORDER BY seen DESC").fetchall()
+        return [_beat(row) for row in rows]
+
+    def prune_heartbeats(self, older_than: datetime) -> int:
+        with self._write() as conn:
+            return conn.execute("DELETE FROM heartbeats WHERE seen < ?", (_us(older_than),)).rowcount
+
+    def setting(self, name: str) -> str | None:
+        with self._read() as conn:
+            row = conn.execute("SELECT value FROM settings WHERE name = ?", (name,)).fetchone()
+        return row[0] if row else None
+
+    def setting_setdefault(self, name: str, value: str) -> str:
+        with self._write() as conn:
+            conn.execute("INSERT OR IGNORE INTO settings (name, value) VALUES (?, ?)", (name, value))
+            return conn.execute("SELECT value FROM settings WHERE name = ?", (name,)).fetchone()[0]
+
+    def canary_for_badge(self, badge_key: str) -> Canary | None:
+        from coal_mine.sqlite_store import _CANARY_COLUMNS, _due_row_to_canary
+
+        with self._read() as conn:
+            row = conn.execute(
+                f"SELECT {_CANARY_COLUMNS} FROM canaries WHERE badge_key = ?", (badge_key,)
+            ).fetchone()
+        return _due_row_to_canary(row) if row else None
+
+    def canary_totals(self) -> CanaryTotals:
+        with self._private() as conn:
+            total, late, paused = conn.execute(
+                "SELECT COUNT(*), COALESCE(SUM(late), 0), COALESCE(SUM(paused), 0) FROM canaries"
+            ).fetchone()
+        return CanaryTotals(total, late, paused)
+
+    def outbox_summary(self) -> OutboxSummary:
+        with self._read() as conn:
+            pending, oldest = conn.execute("SELECT COUNT(*), MIN(created) FROM notifications").fetchone()
+        return OutboxSummary(pending, _dt(oldest))
+
+    def iter_canary_status(self) -> Iterator[tuple[Canary, datetime | None]]:
+        from coal_mine.sqlite_store import _CANARY_COLUMNS, _due_row_to_canary
+
+        # The newest trigger by the (canary_seq, ts) index: usually the first entry it meets.
+        sql = (
+            f"SELECT {_CANARY_COLUMNS}, (SELECT h.ts FROM history h WHERE h.canary_seq = c.seq "
+            f"AND substr(h.comment, 1, {len(TRIGGER_COMMENT)}) = ? ORDER BY h.ts DESC LIMIT 1) "
+            "FROM canaries c ORDER BY seq"
+        )
+        with self._private() as conn:
+            row: Any
+            for row in conn.execute(sql, (TRIGGER_COMMENT,)):
+                yield _due_row_to_canary(row[:-1]), _dt(row[-1])
