@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hmac
 import json
+import logging
 import re
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
@@ -14,11 +15,13 @@ from urllib.parse import parse_qs
 
 from coal_mine import badges, metrics
 from coal_mine.health import DEFAULT_WORKER_TIMEOUT, check_health
+from coal_mine.http_errors import http_status
 from coal_mine.models import BadRequestError, Canary, CoalMineError
 
 if TYPE_CHECKING:
     from coal_mine.api import Api
 
+log = logging.getLogger(__name__)
 StartResponse = Callable[..., Any]
 WSGIApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
 
@@ -36,7 +39,12 @@ _NO_BADGE = "404 Not Found: no such badge"
 _BADGE_HEADERS = [("Cache-Control", "no-cache"), ("Access-Control-Allow-Origin", "*")]
 
 
-def _json(start_response: StartResponse, status: str, data: dict[str, Any], extra=()) -> list[bytes]:
+def _json(
+    start_response: StartResponse,
+    status: str,
+    data: dict[str, Any],
+    extra: Iterable[tuple[str, str]] = (),
+) -> list[bytes]:
     start_response(
         status, [("Content-Type", "application/json; charset=utf-8"), ("Cache-Control", "no-cache"), *extra]
     )
@@ -75,7 +83,11 @@ class OpsRoutes:
         try:
             return handler(environ, counting)
         except CoalMineError as exc:
-            return _json(counting, exc.http_status, {"status": "error", "error": str(exc)})
+            return _json(counting, http_status(exc), {"status": "error", "error": str(exc)})
+        except Exception:
+            log.exception("Unexpected error serving %s", path)
+            error = {"status": "error", "error": "Internal server error; the details are in the server log"}
+            return _json(counting, "500 Internal Server Error", error)
 
     @staticmethod
     def count(command: str) -> None:

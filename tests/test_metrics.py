@@ -18,6 +18,7 @@ from coal_mine.clock import FakeClock
 from coal_mine.health import Heartbeat
 from coal_mine.memory_store import MemoryStore
 from coal_mine.metrics import COUNTERS
+from coal_mine.models import StoreUnavailableError
 from coal_mine.watcher import Watcher
 from tests.hardening_support import InProcessServer
 
@@ -149,3 +150,19 @@ def test_label_values_are_escaped(served: InProcessServer, store: AbstractStore)
     canary = served.app.logic.create('Back\\slash "quoted"\nnewline?', 60.0)
     samples, _ = parse(scrape(served))
     assert samples[("coal_mine_canary_late", canary_labels(store.get(canary.id)))] == 0.0
+
+
+@pytest.mark.parametrize(
+    "error, status",
+    [(StoreUnavailableError("SQLite database is busy"), 503), (RuntimeError("bug"), 500)],
+)
+def test_a_failing_store_fails_the_scrape_not_the_server(error: Exception, status: int) -> None:
+    class Broken(MemoryStore):
+        def iter_canary_status(self):  # type: ignore[no-untyped-def]
+            raise error
+
+    with InProcessServer(Api(BusinessLogic(Broken(), FakeClock()))) as server:
+        assert status_code(server) == status
+        code, body = server.call(PATH)
+        assert code == status and body["status"] == "error"
+        assert server.call("/coal-mine/v1/health", check="live")[0] == 200
