@@ -25,7 +25,9 @@ from tests.stores import mongomock_database
 # folder outside the checkout.
 FIXTURE = Path(__file__).resolve().parent / "fixtures" / "coal-mine-0.7-mongodb.json"
 NOW = datetime(2026, 11, 26, 3, 40, tzinfo=UTC)  # a few minutes after the fixture was written
-OUR_FIELDS = {"_id", "notifications"}  # what we may add to a Coal Mine document
+# What we may add to a Coal Mine document. `badge_key` is a plain string, which
+# Coal Mine 0.7.1 keeps through its updates and shows in its JSON answers.
+OUR_FIELDS = {"_id", "notifications", "badge_key"}
 IDS = ["wmtoitnt", "ccujkbby", "itnhbufw", "zpjqttwq", "gnirvvzt"]
 
 
@@ -158,8 +160,11 @@ def test_writes_keep_coal_mines_shape(
     assert raw(db, scheduled.id)["periodicity"] == "* * * * * 60"
     # Nothing of ours is left on documents without pending messages.
     coal_mine_fields = set().union(*fixture_docs.values(), {"_id"})
-    for cid in [*IDS[:4], created.id, scheduled.id]:
+    for cid in IDS[:4]:
         assert set(raw(db, cid)) - coal_mine_fields == set(), cid
+    for cid in (created.id, scheduled.id):  # new canaries: their badge key, a string, and nothing else
+        assert set(raw(db, cid)) - coal_mine_fields == {"badge_key"}, cid
+        assert isinstance(raw(db, cid)["badge_key"], str)
 
 
 def test_delete_and_recreate(logic: BusinessLogic, db: Any) -> None:
@@ -240,5 +245,5 @@ def test_ensure_indexes_adds_only_what_is_missing(logic: BusinessLogic, db: Any)
     logic.store.ensure_indexes()
     names = set(db["canaries"].index_information())
     assert fixture_indexes <= names
-    assert names - fixture_indexes == {"notifications.nid_1"}
+    assert names - fixture_indexes == {"notifications.nid_1", "badge_key_1"}
     assert db["canaries"].index_information()["id_1"]["unique"] is True
