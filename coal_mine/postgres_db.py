@@ -21,7 +21,6 @@ log = logging.getLogger(__name__)
 
 # pg_advisory_xact_lock key: "coalmine" in ASCII, so it will not collide by chance.
 MIGRATION_LOCK = 0x636F616C6D696E65
-SCHEMA_VERSION = 1
 
 # Each entry migrates the schema from version N to N + 1, in one transaction.
 MIGRATIONS = [
@@ -68,7 +67,28 @@ MIGRATIONS = [
     );
     CREATE INDEX notifications_by_canary ON notifications (canary_id, nid);
     """,
+    # 2: operations. Status badge keys (random, filled in for existing canaries),
+    # background workers' heartbeats and server-wide settings.
+    """
+    ALTER TABLE canaries ADD COLUMN badge_key text CONSTRAINT canaries_badge_key_key UNIQUE;
+    UPDATE canaries SET badge_key = replace(gen_random_uuid()::text, '-', '');
+    CREATE TABLE heartbeats (
+        worker_id text PRIMARY KEY,
+        host text NOT NULL,
+        pid integer NOT NULL,
+        started timestamptz(3) NOT NULL,
+        seen timestamptz(3) NOT NULL,
+        last_scan timestamptz(3),
+        last_delivery timestamptz(3),
+        outbox_depth integer NOT NULL DEFAULT 0
+    );
+    CREATE TABLE settings (
+        name text PRIMARY KEY,
+        value text NOT NULL
+    );
+    """,
 ]
+SCHEMA_VERSION = len(MIGRATIONS)
 
 
 def redact(text: str, uri: str) -> str:

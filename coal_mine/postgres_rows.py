@@ -15,7 +15,7 @@ from coal_mine.models import Canary, NewNotification, Notification, PrunePolicy
 
 CANARY_COLUMNS = (
     "c.seq, c.id, c.name, c.slug, c.periodicity_seconds, c.periodicity_schedule, "
-    "c.description, c.emails, c.paused, c.late, c.deadline"
+    "c.description, c.emails, c.paused, c.late, c.deadline, c.badge_key"
 )
 HISTORY_ARRAYS = (
     "ARRAY(SELECT h.ts FROM history h WHERE h.canary_seq = c.seq ORDER BY h.ts DESC, h.hid DESC), "
@@ -43,10 +43,10 @@ def periodicity(value: float | str) -> tuple[float | None, str | None]:
 
 
 def row_to_canary(row: Any, history: bool) -> Canary:
-    _seq, cid, name, slug, seconds, schedule, description, emails, paused, late, deadline = row[:11]
+    _seq, cid, name, slug, seconds, schedule, description, emails, paused, late, deadline, badge = row[:12]
     entries = None
     if history:
-        entries = [(utc(ts), comment) for ts, comment in zip(row[11], row[12], strict=True)]
+        entries = [(utc(ts), comment) for ts, comment in zip(row[12], row[13], strict=True)]
     return Canary(
         id=cid,
         name=name,
@@ -58,6 +58,7 @@ def row_to_canary(row: Any, history: bool) -> Canary:
         late=late,
         deadline=utc(deadline),
         history=entries,
+        badge_key=badge,
     )
 
 

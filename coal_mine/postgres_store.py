@@ -32,6 +32,7 @@ from coal_mine.models import (
     StoreUnavailableError,
 )
 from coal_mine.postgres_db import describe, migrate, safe_uri, unavailable
+from coal_mine.postgres_ops import PostgresOperations
 from coal_mine.sql_shared import last_entries_query
 from coal_mine.postgres_rows import (
     CANARY_COLUMNS,
@@ -58,7 +59,7 @@ STATEMENT_TIMEOUT_MS = 5000  # so a request answers (503) before the HTTP reques
 _PAGE = 500  # canaries per query while streaming a list
 
 
-class PostgresStore(AbstractStore):
+class PostgresStore(PostgresOperations, AbstractStore):
     """Canaries in a PostgreSQL database, shared by any number of processes.
 
     `uri` is a libpq URI or conninfo string (postgresql://user:password@host/db).
@@ -149,14 +150,16 @@ class PostgresStore(AbstractStore):
             "oldest": ms(min((ts for ts, _ in history), default=None)),
             "ts": [ms(ts) for ts, _ in history],
             "comments": [comment for _, comment in history],
+            "badge_key": canary.badge_key,
         }
 
         def work(conn: psycopg.Connection) -> None:
             conn.execute(
                 "WITH c AS (INSERT INTO canaries (id, name, slug, periodicity_seconds, "
                 "periodicity_schedule, description, emails, paused, late, deadline, history_count, "
-                "history_oldest) VALUES (%(id)s, %(name)s, %(slug)s, %(seconds)s, %(schedule)s, "
-                "%(description)s, %(emails)s, %(paused)s, %(late)s, %(deadline)s, %(count)s, %(oldest)s) "
+                "history_oldest, badge_key) VALUES (%(id)s, %(name)s, %(slug)s, %(seconds)s, %(schedule)s, "
+                "%(description)s, %(emails)s, %(paused)s, %(late)s, %(deadline)s, %(count)s, %(oldest)s, "
+                "%(badge_key)s) "
                 "RETURNING seq) "
                 "INSERT INTO history (canary_seq, ts, comment) SELECT c.seq, t.ts, t.comment FROM c, "
                 "unnest(%(ts)s::timestamptz[], %(comments)s::text[]) WITH ORDINALITY AS t(ts, comment, o) "
@@ -175,6 +178,8 @@ class PostgresStore(AbstractStore):
             return AlreadyExistsError("id", cid)
         if exc.diag.constraint_name == "canaries_slug_key":
             return AlreadyExistsError("slug", slug or "")
+        if exc.diag.constraint_name == "canaries_badge_key_key":
+            return AlreadyExistsError("badge_key", "")
         return exc
 
     def get(self, canary_id: str, *, history: bool = True) -> Canary | None:
