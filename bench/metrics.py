@@ -118,11 +118,11 @@ def main(argv: list[str] | None = None) -> int:
                 stop = threading.Event()
                 scrapes: list[float] = []
 
-                def scrape_forever(port: int = server.port) -> None:
+                def scrape_forever(port: int, stop: threading.Event, scrapes: list[float]) -> None:
                     while not stop.is_set():
                         scrapes.append(run.fetch(port, SCRAPE)[2])
 
-                scraper = threading.Thread(target=scrape_forever)
+                scraper = threading.Thread(target=scrape_forever, args=(server.port, stop, scrapes))
                 scraper.start()
                 try:
                     busy = run.run_wrk(wrk, server, run.LOAD_LUA, ["paths", str(paths)], 8, seconds)
