@@ -156,8 +156,11 @@ class Heartbeat(BackgroundLoop):
         self.last_delivery: datetime | None = None
 
     def scanned(self, when: datetime) -> None:
-        """The watcher finished a deadline scan."""
+        """The watcher finished a deadline scan (the first one is reported at once)."""
+        first = self.last_scan is None
         self.last_scan = when
+        if first:
+            self.wake()
 
     def delivered(self, when: datetime) -> None:
         """The sender delivered a notification."""

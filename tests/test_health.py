@@ -195,3 +195,14 @@ def test_health_when_store_fails() -> None:
         status, body = server.call("/coal-mine/v1/health")
         assert status == 503 and "the database does not answer" in body["error"]
         assert server.call("/coal-mine/v1/health", check="live")[0] == 200
+
+
+def test_first_scan_is_reported_at_once(store: AbstractStore, clock: FakeClock) -> None:
+    heartbeat, watcher = worker(store, clock)
+    heartbeat.step()  # the heartbeat thread's first round can come before the first scan
+    heartbeat._wake.clear()
+    watcher.step()
+    assert heartbeat._wake.is_set()  # so the verdict is ok within moments, not one interval later
+    heartbeat._wake.clear()
+    watcher.step()
+    assert not heartbeat._wake.is_set()

@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -115,6 +116,11 @@ def test_schemathesis_fuzz_run_finds_no_server_error(tmp_path: Path) -> None:
     if st is None:
         pytest.fail("schemathesis is not installed (pip install -r requirements_dev.txt)")
     with ServerProcess(tmp_path / "server") as server:
+        # Ready first: /health answers 503 (a server error to the fuzzer) until the
+        # worker in this process has reported its first deadline scan.
+        deadline = time.monotonic() + 15
+        while server.call("/coal-mine/v1/health")[0] != 200 and time.monotonic() < deadline:
+            time.sleep(0.05)
         result = subprocess.run(
             [
                 st,
