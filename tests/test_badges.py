@@ -17,7 +17,7 @@ from coal_mine.business_logic import BusinessLogic
 from coal_mine.clock import FakeClock
 from coal_mine.models import Canary
 from coal_mine.watcher import Watcher
-from tests.hardening_support import InProcessServer
+from tests.helpers import InProcessServer
 
 SVG = "{http://www.w3.org/2000/svg}"
 

@@ -16,7 +16,7 @@ from coal_mine.health import Heartbeat, NoWorkerWarning, check_health, heartbeat
 from coal_mine.memory_store import MemoryStore
 from coal_mine.models import StoreUnavailableError
 from coal_mine.watcher import Watcher
-from tests.hardening_support import InProcessServer
+from tests.helpers import InProcessServer
 
 
 def worker(store: AbstractStore, clock: FakeClock, timeout: float = 60.0) -> tuple[Heartbeat, Watcher]:

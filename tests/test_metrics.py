@@ -20,7 +20,7 @@ from coal_mine.memory_store import MemoryStore
 from coal_mine.metrics import COUNTERS
 from coal_mine.models import StoreUnavailableError
 from coal_mine.watcher import Watcher
-from tests.hardening_support import InProcessServer
+from tests.helpers import InProcessServer
 
 PATH = "/coal-mine/v1/metrics"
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
