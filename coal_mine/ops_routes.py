@@ -10,6 +10,7 @@ import json
 import logging
 import re
 from collections.abc import Callable, Iterable
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs
 
@@ -36,6 +37,7 @@ DOCUMENTED_PATHS = (
 _BADGE_PATH = re.compile(r"/coal-mine/v1/badge/([^/]*)\.(svg|json|shields)\Z")
 _BADGE_PREFIX = "/coal-mine/v1/badge/"
 _NO_BADGE = "404 Not Found: no such badge"
+PROBLEM_CHECK_INTERVAL = timedelta(seconds=5)
 _BADGE_HEADERS = [("Cache-Control", "no-cache"), ("Access-Control-Allow-Origin", "*")]
 
 
@@ -59,6 +61,7 @@ class OpsRoutes:
         self.worker_timeout = worker_timeout
         self.registry = metrics.make_registry(api.logic.store, api.logic.clock, worker_timeout)
         self._server_badge_key: str | None = None
+        self._problem: tuple[datetime, str | None] | None = None  # when checked, what was wrong
 
     # --- plumbing ---------------------------------------------------------------------
 
@@ -125,6 +128,15 @@ class OpsRoutes:
     def badge_key(self, canary: Canary) -> str:
         """The canary's badge key, shown by get (given to canaries made by Coal Mine 0.7)."""
         return badges.ensure_badge_key(self.api.logic.store, canary)
+
+    def health_problem(self) -> str | None:
+        """Why late canaries are not being detected, or None; for the dashboard's red banner.
+        Asked of the store at most every PROBLEM_CHECK_INTERVAL, however many pages are shown."""
+        now = self.api.logic.clock.now()
+        if self._problem is None or now - self._problem[0] >= PROBLEM_CHECK_INTERVAL:
+            report = check_health(self.api.logic.store, self.api.logic.clock, self.worker_timeout)
+            self._problem = (now, None if report.ok else report.reason)
+        return self._problem[1]
 
     def server_badge_key(self) -> str:
         if self._server_badge_key is None:

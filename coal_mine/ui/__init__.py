@@ -176,6 +176,7 @@ class Dashboard:
         context.setdefault("session", page.session)
         context.setdefault("csrf", self.signer.csrf_token(page.session))
         context.setdefault("auth", bool(self.auth_key))
+        context.setdefault("health_problem", self.api.ops.health_problem())  # the red banner
         context.update(views.zone_context(page))
         body = self.env.get_template(template).render(**context)
         return Response(status, body.encode("utf-8"))
