@@ -8,7 +8,7 @@ from coal_mine.health import Heartbeat
 from coal_mine.watcher import Watcher
 from tests.ui_support import UI, Client, DashboardServer
 
-BANNER = 'class="health-banner" role="alert"'
+BANNER = '<aside class="health-banner" aria-label="Server health">'
 
 
 def test_banner_follows_the_health_verdict(tmp_path: Path) -> None:
