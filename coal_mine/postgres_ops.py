@@ -28,8 +28,8 @@ def _beat(row: Any) -> WorkerHeartbeat:
         worker_id=worker_id,
         host=host,
         pid=pid,
-        started=utc(started),  # type: ignore[arg-type]
-        seen=utc(seen),  # type: ignore[arg-type]
+        started=utc(started),
+        seen=utc(seen),
         last_scan=utc(last_scan),
         last_delivery=utc(last_delivery),
         outbox_depth=depth,
