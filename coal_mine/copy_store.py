@@ -7,8 +7,9 @@ URIs: `sqlite:///absolute/path` (or `sqlite://relative/path`), `mongodb://…` o
 Idempotent: a canary already in the destination exactly as in the source is left
 alone, and a pending notification already there is not added again. A canary
 that exists in the destination but differs (or another canary holding its slug)
-is a conflict: nothing is written unless --force, which replaces it. Only the
-public store interface is used, so any two stores work.
+is a conflict: nothing is written unless --force, which replaces it. Canaries keep
+their badge keys, and the server-wide badge key is copied unless the destination
+has one. Only the public store interface is used, so any two stores work.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any, TextIO
 
 from coal_mine.abstract_store import AbstractStore
+from coal_mine.badges import SERVER_BADGE_SETTING
 from coal_mine.models import Canary, CoalMineError, NewNotification, Notification
 
 PROGRESS_SECONDS = 1.0  # at most one progress line per second
@@ -173,6 +175,11 @@ def copy(
     for canary_id, notes in missing.items():
         _add_notifications(dest, canary_id, notes)
         summary.notifications += len(notes)
+    # The server-wide badge key goes along, so public badge URLs keep working; a key the
+    # destination made already (a server ran on it) is kept.
+    server_key = source.setting(SERVER_BADGE_SETTING)
+    if server_key:
+        dest.setting_setdefault(SERVER_BADGE_SETTING, server_key)
     return summary
 
 

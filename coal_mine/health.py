@@ -176,7 +176,7 @@ class Heartbeat(BackgroundLoop):
             seen=now,
             last_scan=self.last_scan,
             last_delivery=self.last_delivery,
-            outbox_depth=self.store.outbox_summary().pending,
+            outbox_depth=self.store.count_notifications(),
         )
         self.store.record_heartbeat(beat)
         pruned = self.store.prune_heartbeats(now - timedelta(seconds=self.worker_timeout))
