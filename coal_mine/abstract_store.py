@@ -9,6 +9,7 @@ from typing import Any
 
 from coal_mine.models import (
     Canary,
+    CanaryStatus,
     CanaryTotals,
     HistoryEntry,
     NewNotification,
@@ -183,12 +184,11 @@ class AbstractStore(ABC):
         pending = self.pending_notifications()
         return OutboxSummary(len(pending), min((n.created for n in pending), default=None))
 
-    def iter_canary_status(self) -> Iterator[tuple[Canary, datetime | None]]:
-        """Each canary (no history) with the time of its last trigger (None: never triggered)."""
-        for canary in self.iter_canaries(history=True):
-            last = next((ts for ts, c in canary.history or [] if c.startswith(TRIGGER_COMMENT)), None)
-            canary.history = None
-            yield canary, last
+    def iter_canary_status(self) -> Iterator[CanaryStatus]:
+        """Each canary's status for /metrics, in creation order, streamed."""
+        for c in self.iter_canaries(history=True):
+            last = next((ts for ts, text in c.history or [] if text.startswith(TRIGGER_COMMENT)), None)
+            yield CanaryStatus(c.id, c.name, c.slug, c.paused, c.late, c.deadline, last)
 
     def ensure_indexes(self) -> None:  # noqa: B027 - optional hook
         """Create indexes; called by processes that do background work."""

@@ -116,20 +116,24 @@ class StoreCollector(Collector):
         add_late, add_paused = late.samples.append, paused.samples.append
         add_deadline, add_last = deadline.samples.append, last.samples.append
         total = late_count = paused_count = 0
-        for canary, last_trigger in self.store.iter_canary_status():
-            values = {"id": canary.id, "name": canary.name, "slug": canary.slug}
+        for status in self.store.iter_canary_status():
+            values = {"id": status.id, "name": status.name, "slug": status.slug}
             total += 1
-            late_count += canary.late
-            paused_count += canary.paused
-            add_late(Sample("coal_mine_canary_late", values, float(canary.late)))
-            add_paused(Sample("coal_mine_canary_paused", values, float(canary.paused)))
-            if canary.deadline is not None and not canary.paused:
+            late_count += status.late
+            paused_count += status.paused
+            add_late(Sample("coal_mine_canary_late", values, float(status.late)))
+            add_paused(Sample("coal_mine_canary_paused", values, float(status.paused)))
+            if status.deadline is not None and not status.paused:
                 add_deadline(
-                    Sample("coal_mine_canary_deadline_timestamp_seconds", values, _seconds(canary.deadline))
+                    Sample("coal_mine_canary_deadline_timestamp_seconds", values, _seconds(status.deadline))
                 )
-            if last_trigger is not None:
+            if status.last_trigger is not None:
                 add_last(
-                    Sample("coal_mine_canary_last_trigger_timestamp_seconds", values, _seconds(last_trigger))
+                    Sample(
+                        "coal_mine_canary_last_trigger_timestamp_seconds",
+                        values,
+                        _seconds(status.last_trigger),
+                    )
                 )
         yield from (late, paused, deadline, last)
         yield GaugeMetricFamily("coal_mine_canaries", "Canaries", value=total)

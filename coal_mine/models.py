@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 HistoryEntry = tuple[datetime, str]
 
@@ -91,6 +91,18 @@ class WorkerHeartbeat:
     last_scan: datetime | None = None  # the end of its last complete deadline scan
     last_delivery: datetime | None = None  # its last successful notification delivery
     outbox_depth: int = 0
+
+
+class CanaryStatus(NamedTuple):
+    """What /metrics shows of one canary (a plain tuple: 100,000 of them per scrape)."""
+
+    id: str
+    name: str
+    slug: str
+    paused: bool
+    late: bool
+    deadline: datetime | None
+    last_trigger: datetime | None  # the newest "Triggered" history entry
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from pymongo import ASCENDING
 from pymongo.errors import DuplicateKeyError
 
 from coal_mine.abstract_store import TRIGGER_COMMENT
-from coal_mine.models import Canary, CanaryTotals, WorkerHeartbeat
+from coal_mine.models import Canary, CanaryStatus, CanaryTotals, WorkerHeartbeat
 from coal_mine.mongo_docs import doc_to_canary
 from coal_mine.mongo_retry import Retrier
 
@@ -119,8 +119,12 @@ class MongoOperations:
         paused = self._retry.read("count", lambda: count({"paused": True}))
         return CanaryTotals(total, late, paused)
 
-    def iter_canary_status(self) -> Iterator[tuple[Canary, datetime | None]]:
-        projection = {"_id": 0, "notifications": 0, "history": {"$slice": STATUS_HISTORY_ENTRIES}}
+    def iter_canary_status(self) -> Iterator[CanaryStatus]:
+        projection = {
+            "_id": 0,
+            **dict.fromkeys(("id", "name", "slug", "paused", "late", "deadline"), 1),
+            "history": {"$slice": STATUS_HISTORY_ENTRIES},
+        }
         cursor = self._retry.read(
             "find", lambda: self.canaries.find({}, projection, sort=[("_id", ASCENDING)])
         )
@@ -129,4 +133,6 @@ class MongoOperations:
                 (ts for ts, comment in doc.get("history") or [] if str(comment).startswith(TRIGGER_COMMENT)),
                 None,
             )
-            yield doc_to_canary(doc, False), _utc(last)
+            paused, late = bool(doc.get("paused")), bool(doc.get("late"))
+            deadline = _utc(doc.get("deadline"))
+            yield CanaryStatus(doc["id"], doc["name"], doc["slug"], paused, late, deadline, _utc(last))

@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 import psycopg
 
 from coal_mine.abstract_store import TRIGGER_COMMENT
-from coal_mine.models import Canary, CanaryTotals, OutboxSummary, WorkerHeartbeat
+from coal_mine.models import Canary, CanaryStatus, CanaryTotals, OutboxSummary, WorkerHeartbeat
 from coal_mine.postgres_rows import CANARY_COLUMNS, ms, row_to_canary, utc
 
 T = TypeVar("T")
@@ -108,17 +108,18 @@ class PostgresOperations:
         (row,) = self._query("outbox", "SELECT count(*), min(created) FROM notifications")
         return OutboxSummary(row[0], utc(row[1]))
 
-    def iter_canary_status(self) -> Iterator[tuple[Canary, datetime | None]]:
+    def iter_canary_status(self) -> Iterator[CanaryStatus]:
         sql = (
-            f"SELECT {CANARY_COLUMNS}, (SELECT h.ts FROM history h WHERE h.canary_seq = c.seq "
-            "AND starts_with(h.comment, %(trigger)s) ORDER BY h.ts DESC, h.hid DESC LIMIT 1) "
+            "SELECT c.id, c.name, c.slug, c.paused, c.late, c.deadline, (SELECT h.ts FROM history h "
+            "WHERE h.canary_seq = c.seq AND starts_with(h.comment, %(trigger)s) "
+            "ORDER BY h.ts DESC, h.hid DESC LIMIT 1), c.seq "
             "FROM canaries c WHERE c.seq > %(after)s ORDER BY c.seq LIMIT %(page)s"
         )
         params: dict[str, Any] = {"after": 0, "page": _PAGE, "trigger": TRIGGER_COMMENT}
         while True:
             rows = self._query("metrics", sql, params)
-            for row in rows:
-                yield row_to_canary(row, False), utc(row[-1])
+            for cid, name, slug, paused, late, deadline, last, _seq in rows:
+                yield CanaryStatus(cid, name, slug, paused, late, utc(deadline), utc(last))
             if len(rows) < _PAGE:
                 return
-            params["after"] = rows[-1][0]
+            params["after"] = rows[-1][-1]

@@ -14,7 +14,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from coal_mine.abstract_store import TRIGGER_COMMENT
-from coal_mine.models import Canary, CanaryTotals, OutboxSummary, WorkerHeartbeat
+from coal_mine.models import Canary, CanaryStatus, CanaryTotals, OutboxSummary, WorkerHeartbeat
 
 if TYPE_CHECKING:
     from contextlib import AbstractContextManager
@@ -123,16 +123,15 @@ class SQLiteOperations:
             pending, oldest = conn.execute("SELECT COUNT(*), MIN(created) FROM notifications").fetchone()
         return OutboxSummary(pending, _dt(oldest))
 
-    def iter_canary_status(self) -> Iterator[tuple[Canary, datetime | None]]:
-        from coal_mine.sqlite_store import _CANARY_COLUMNS, _due_row_to_canary
-
+    def iter_canary_status(self) -> Iterator[CanaryStatus]:
         # The newest trigger by the (canary_seq, ts) index: usually the first entry it meets.
         sql = (
-            f"SELECT {_CANARY_COLUMNS}, (SELECT h.ts FROM history h WHERE h.canary_seq = c.seq "
-            f"AND substr(h.comment, 1, {len(TRIGGER_COMMENT)}) = ? ORDER BY h.ts DESC LIMIT 1) "
-            "FROM canaries c ORDER BY seq"
+            "SELECT id, name, slug, paused, late, deadline, (SELECT h.ts FROM history h "
+            f"WHERE h.canary_seq = c.seq AND substr(h.comment, 1, {len(TRIGGER_COMMENT)}) = ? "
+            "ORDER BY h.ts DESC LIMIT 1) FROM canaries c ORDER BY seq"
         )
         with self._private() as conn:
             row: Any
             for row in conn.execute(sql, (TRIGGER_COMMENT,)):
-                yield _due_row_to_canary(row[:-1]), _dt(row[-1])
+                cid, name, slug, paused, late, deadline, last = row
+                yield CanaryStatus(cid, name, slug, bool(paused), bool(late), _dt(deadline), _dt(last))

@@ -9,7 +9,7 @@ from datetime import timedelta
 import pytest
 
 from coal_mine.abstract_store import AbstractStore
-from coal_mine.models import AlreadyExistsError, CanaryTotals, WorkerHeartbeat
+from coal_mine.models import AlreadyExistsError, CanaryStatus, CanaryTotals, WorkerHeartbeat
 from tests.test_store_contract import T0, make, note
 
 
@@ -121,5 +121,8 @@ def test_canary_status_gives_last_trigger(store: AbstractStore) -> None:
     store.update("aaaaaaaa", {}, history=(trigger, "Triggered (nightly)"))
     store.update("aaaaaaaa", {"paused": True, "deadline": None}, history=(trigger + timedelta(1), "Paused"))
     status = list(store.iter_canary_status())
-    assert [(c.id, last) for c, last in status] == [("aaaaaaaa", trigger), ("bbbbbbbb", None)]
-    assert status[0][0].paused and status[0][0].history is None
+    assert [(s.id, s.last_trigger) for s in status] == [("aaaaaaaa", trigger), ("bbbbbbbb", None)]
+    assert status[0] == CanaryStatus("aaaaaaaa", "Job", "job", True, False, None, trigger)
+    assert status[1] == CanaryStatus(
+        "bbbbbbbb", "Other", "other", False, False, T0 + timedelta(seconds=60), None
+    )
