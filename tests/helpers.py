@@ -207,7 +207,10 @@ class ServerProcess(RealServer):
 
 
 class InProcessServer(RealServer):
-    """The real Api on the real PooledWSGIServer, in this process, on a free 127.0.0.1 port."""
+    """The real Api on the real PooledWSGIServer, in this process, on a free 127.0.0.1 port.
+
+    By default the rules run on a MemoryStore with the wall clock; pass `logic` for another
+    store or clock, and `api_options` (e.g. web=...) for the Api."""
 
     def __init__(
         self,
@@ -215,10 +218,14 @@ class InProcessServer(RealServer):
         *,
         auth_key: str | None = None,
         read_only_auth_key: str | None = None,
+        logic: BusinessLogic | None = None,
+        api_options: dict[str, Any] | None = None,
         **server_options: Any,
     ) -> None:
-        self.logic = BusinessLogic(MemoryStore())
-        self.app = app or Api(self.logic, auth_key=auth_key, read_only_auth_key=read_only_auth_key)
+        self.logic = logic or BusinessLogic(MemoryStore())
+        self.app = app or Api(
+            self.logic, auth_key=auth_key, read_only_auth_key=read_only_auth_key, **(api_options or {})
+        )
         server_options.setdefault("quick", Api.is_trigger_path)  # as coal_mine.server does
         self.httpd = PooledWSGIServer(("127.0.0.1", 0), self.app, **server_options)
         self.port = self.httpd.server_address[1]

@@ -32,8 +32,8 @@ from typing import Any
 import pytest
 
 from coal_mine import cli, cli_output, cli_settings
+from tests.helpers import REPO, free_port
 
-REPO = Path(__file__).resolve().parent.parent
 
 CANARY: dict[str, Any] = {
     "id": "abcdefgh",
@@ -143,13 +143,6 @@ def home(tmp_path: Path) -> Path:
     path = tmp_path / "home"
     path.mkdir()
     return path
-
-
-def free_port() -> int:
-    """A port on 127.0.0.1 that nothing listens on."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 # --------------------------------------------------------------------------

@@ -5,18 +5,15 @@ from __future__ import annotations
 
 import http.client
 import re
-import threading
 import urllib.parse
 from pathlib import Path
 from typing import Any
 
-from coal_mine.api import Api
 from coal_mine.business_logic import BusinessLogic
 from coal_mine.clock import FakeClock
 from coal_mine.config import WebConfig
-from coal_mine.http_server import PooledWSGIServer
 from coal_mine.sqlite_store import SQLiteStore
-from tests.helpers import REPO
+from tests.helpers import REPO, InProcessServer
 
 UI = "/coal-mine/ui/"
 ARTIFACTS = REPO / "test-artifacts"
@@ -34,9 +31,9 @@ CHROMIUM_FLAGS = [
 BROWSER_STATUS: dict[str, str] = {}
 
 
-class DashboardServer:
+class DashboardServer(InProcessServer):
     """The real Api (with its dashboard) on the real PooledWSGIServer, in this process, on a
-    SQLite file, with a FakeClock the test moves."""
+    SQLite file, with a FakeClock the test moves (tests/helpers.InProcessServer)."""
 
     def __init__(
         self,
@@ -49,15 +46,17 @@ class DashboardServer:
     ) -> None:
         self.clock = FakeClock()
         self.store = SQLiteStore(str(workdir / "ui.sqlite3"))
-        self.logic = BusinessLogic(self.store, self.clock)
-        self.api = Api(self.logic, auth_key=auth_key, read_only_auth_key=read_only_auth_key, web=web)
-        self.httpd = PooledWSGIServer(("127.0.0.1", 0), self.api, workers=4, **server_options)
-        self.port = self.httpd.server_address[1]
-        scheme = "https" if server_options.get("ssl_context") else "http"
-        self.base_url = f"{scheme}://127.0.0.1:{self.port}"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        super().__init__(
+            auth_key=auth_key,
+            read_only_auth_key=read_only_auth_key,
+            logic=BusinessLogic(self.store, self.clock),
+            api_options={"web": web},
+            **{"workers": 4, **server_options},
+        )
+        self.api = self.app
 
-    def url(self, path: str = "") -> str:
+    def url(self, path: str = "") -> str:  # type: ignore[override]
+        """A dashboard page's URL (`path` relative to the dashboard, or absolute)."""
         return self.base_url + (path if path.startswith("/") else UI + path)
 
     def make_late(self, canary_id: str) -> None:
@@ -68,14 +67,8 @@ class DashboardServer:
         self.clock.advance(1)
         assert self.logic.mark_late(self.store.get(canary_id, history=False))  # type: ignore[arg-type]
 
-    def __enter__(self) -> DashboardServer:
-        self.thread.start()
-        return self
-
     def __exit__(self, *exc: object) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
-        self.thread.join(5)
+        super().__exit__(*exc)
         self.store.close()
 
 
