@@ -19,8 +19,8 @@ from coal_mine.business_logic import BusinessLogic
 from coal_mine.config import WebConfig
 from coal_mine.http_errors import JSON_CONTENT_TYPE, HttpError, error_body, http_status
 from coal_mine.models import BadRequestError, Canary, CoalMineError
-from coal_mine.spooled_body import PrefetchedBody
 from coal_mine.ops_routes import OpsRoutes
+from coal_mine.prefetched_body import PrefetchedBody
 
 __all__ = ["Api", "HttpError", "canary_to_json"]
 

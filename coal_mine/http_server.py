@@ -40,7 +40,7 @@ from typing import Any
 from urllib.parse import quote, quote_plus, unquote_plus
 from wsgiref.simple_server import ServerHandler, WSGIRequestHandler, WSGIServer
 
-from coal_mine.spooled_body import PrefetchedBody
+from coal_mine.prefetched_body import PrefetchedBody
 from coal_mine.http_errors import JSON_CONTENT_TYPE, error_body
 from coal_mine.limits import (
     MAX_PENDING_CONNECTIONS,
