@@ -16,24 +16,14 @@ import psycopg
 from coal_mine.abstract_store import TRIGGER_COMMENT
 from coal_mine.models import Canary, CanaryStatus, CanaryTotals, OutboxSummary, WorkerHeartbeat
 from coal_mine.postgres_rows import CANARY_COLUMNS, ms, row_to_canary, utc
+from coal_mine.sql_shared import HEARTBEAT_COLUMNS, heartbeat_from_row
 
 T = TypeVar("T")
 _PAGE = 2000
-_BEAT_COLUMNS = "worker_id, host, pid, started, seen, last_scan, last_delivery, outbox_depth"
 
 
 def _beat(row: Any) -> WorkerHeartbeat:
-    worker_id, host, pid, started, seen, last_scan, last_delivery, depth = row
-    return WorkerHeartbeat(
-        worker_id=worker_id,
-        host=host,
-        pid=pid,
-        started=utc(started),
-        seen=utc(seen),
-        last_scan=utc(last_scan),
-        last_delivery=utc(last_delivery),
-        outbox_depth=depth,
-    )
+    return heartbeat_from_row(row, utc)
 
 
 class PostgresOperations:
@@ -50,7 +40,7 @@ class PostgresOperations:
     def record_heartbeat(self, beat: WorkerHeartbeat) -> None:
         self._query(
             "heartbeat",
-            f"INSERT INTO heartbeats ({_BEAT_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s, %s, %s) "
+            f"INSERT INTO heartbeats ({HEARTBEAT_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s, %s, %s) "
             "ON CONFLICT (worker_id) DO UPDATE SET host = EXCLUDED.host, pid = EXCLUDED.pid, "
             "started = EXCLUDED.started, seen = EXCLUDED.seen, last_scan = EXCLUDED.last_scan, "
             "last_delivery = EXCLUDED.last_delivery, outbox_depth = EXCLUDED.outbox_depth RETURNING 1",
@@ -67,7 +57,7 @@ class PostgresOperations:
         )
 
     def heartbeats(self) -> list[WorkerHeartbeat]:
-        rows = self._query("heartbeat", f"SELECT {_BEAT_COLUMNS} FROM heartbeats ORDER BY seen DESC")
+        rows = self._query("heartbeat", f"SELECT {HEARTBEAT_COLUMNS} FROM heartbeats ORDER BY seen DESC")
         return [_beat(row) for row in rows]
 
     def prune_heartbeats(self, older_than: datetime) -> int:

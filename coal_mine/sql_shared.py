@@ -1,17 +1,57 @@
-"""What the SQL stores (SQLite, PostgreSQL) share: the notification row and history pruning."""
+"""What the SQL stores (SQLite, PostgreSQL) share: the notification and heartbeat rows, history
+pruning, and SQLite's time form (used by its store and its operations part)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from datetime import datetime
-from typing import Any
+from datetime import UTC, datetime, timedelta
+from typing import Any, overload
 
-from coal_mine.models import Notification, PrunePolicy
+from coal_mine.models import Notification, PrunePolicy, WorkerHeartbeat
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICRO = timedelta(microseconds=1)
+
+
+def to_micros(dt: datetime | None) -> int | None:
+    """SQLite's time form: microseconds since the epoch (None stays None)."""
+    return None if dt is None else (dt - _EPOCH) // _MICRO
+
+
+@overload
+def from_micros(value: int) -> datetime: ...
+@overload
+def from_micros(value: None) -> None: ...
+@overload
+def from_micros(value: int | None) -> datetime | None: ...
+def from_micros(value: int | None) -> datetime | None:
+    """The aware UTC time SQLite's time form stands for."""
+    return None if value is None else _EPOCH + timedelta(microseconds=value)
+
 
 Execute = Callable[[str, tuple[Any, ...]], int]  # runs one statement, returns its rowcount
 
 # The columns of a notification row, in the order notification_from_row takes them.
 NOTIFICATION_COLUMNS = ("nid", "canary_id", "kind", "created", "payload", "attempts", "not_before")
+
+
+# The columns of a heartbeat row, in the order heartbeat_from_row takes them.
+HEARTBEAT_COLUMNS = "worker_id, host, pid, started, seen, last_scan, last_delivery, outbox_depth"
+
+
+def heartbeat_from_row(row: Any, when: Callable[[Any], Any]) -> WorkerHeartbeat:
+    """A WorkerHeartbeat from a row of HEARTBEAT_COLUMNS; `when` decodes the database's times."""
+    worker_id, host, pid, started, seen, last_scan, last_delivery, depth = row
+    return WorkerHeartbeat(
+        worker_id=worker_id,
+        host=host,
+        pid=pid,
+        started=when(started),
+        seen=when(seen),
+        last_scan=when(last_scan),
+        last_delivery=when(last_delivery),
+        outbox_depth=depth,
+    )
 
 
 def notification_from_row(

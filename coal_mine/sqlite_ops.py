@@ -10,40 +10,21 @@ from __future__ import annotations
 import contextlib
 import sqlite3
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from coal_mine.abstract_store import TRIGGER_COMMENT
 from coal_mine.models import Canary, CanaryStatus, CanaryTotals, OutboxSummary, WorkerHeartbeat
+from coal_mine.sql_shared import HEARTBEAT_COLUMNS, from_micros, heartbeat_from_row, to_micros
 
 if TYPE_CHECKING:
     from contextlib import AbstractContextManager
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_MICRO = timedelta(microseconds=1)
-_BEAT_COLUMNS = "worker_id, host, pid, started, seen, last_scan, last_delivery, outbox_depth"
-
-
-def _us(dt: datetime | None) -> int | None:
-    return None if dt is None else (dt - _EPOCH) // _MICRO
-
-
-def _dt(value: int | None) -> datetime | None:
-    return None if value is None else _EPOCH + timedelta(microseconds=value)
+_us, _dt = to_micros, from_micros
 
 
 def _beat(row: tuple) -> WorkerHeartbeat:
-    worker_id, host, pid, started, seen, last_scan, last_delivery, depth = row
-    return WorkerHeartbeat(
-        worker_id=worker_id,
-        host=host,
-        pid=pid,
-        started=_dt(started),  # type: ignore[arg-type]
-        seen=_dt(seen),  # type: ignore[arg-type]
-        last_scan=_dt(last_scan),
-        last_delivery=_dt(last_delivery),
-        outbox_depth=depth,
-    )
+    return heartbeat_from_row(row, from_micros)
 
 
 class SQLiteOperations:
@@ -70,7 +51,7 @@ class SQLiteOperations:
     def record_heartbeat(self, beat: WorkerHeartbeat) -> None:
         with self._write() as conn:
             conn.execute(
-                f"INSERT OR REPLACE INTO heartbeats ({_BEAT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                f"INSERT OR REPLACE INTO heartbeats ({HEARTBEAT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     beat.worker_id,
                     beat.host,
@@ -85,7 +66,7 @@ class SQLiteOperations:
 
     def heartbeats(self) -> list[WorkerHeartbeat]:
         with self._read() as conn:
-            rows = conn.execute(f"SELECT {_BEAT_COLUMNS} FROM heartbeats ORDER BY seen DESC").fetchall()
+            rows = conn.execute(f"SELECT {HEARTBEAT_COLUMNS} FROM heartbeats ORDER BY seen DESC").fetchall()
         return [_beat(row) for row in rows]
 
     def prune_heartbeats(self, older_than: datetime) -> int:

@@ -9,8 +9,8 @@ import os
 import sqlite3
 import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from datetime import UTC, datetime, timedelta
-from typing import Any, overload
+from datetime import datetime
+from typing import Any
 
 from coal_mine.abstract_store import CANARY_FIELDS, AbstractStore
 from coal_mine.sqlite_errors import refuse_foreign_tables, unavailable_on_failure
@@ -26,29 +26,23 @@ from coal_mine.models import (
     PrunePolicy,
     StoreUnavailableError,
 )
-from coal_mine.sql_shared import NOTIFICATION_COLUMNS, Execute, notification_from_row, prune_rows
+from coal_mine.sql_shared import (
+    NOTIFICATION_COLUMNS,
+    Execute,
+    from_micros,
+    notification_from_row,
+    prune_rows,
+    to_micros,
+)
 from coal_mine.sql_shared import last_entries_query
 
 log = logging.getLogger(__name__)
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_MICRO = timedelta(microseconds=1)
 
 _CANARY_COLUMNS = "seq, id, name, slug, periodicity, description, emails, paused, late, deadline, badge_key"
 
 
-def _to_db(dt: datetime | None) -> int | None:
-    return None if dt is None else (dt - _EPOCH) // _MICRO
-
-
-@overload
-def _from_db(value: int) -> datetime: ...
-@overload
-def _from_db(value: None) -> None: ...
-@overload
-def _from_db(value: int | None) -> datetime | None: ...
-def _from_db(value: int | None) -> datetime | None:
-    return None if value is None else _EPOCH + timedelta(microseconds=value)
+_to_db, _from_db = to_micros, from_micros
 
 
 def _rowcount(conn: sqlite3.Connection) -> Execute:
