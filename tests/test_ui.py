@@ -570,3 +570,22 @@ def test_make_app_serves_the_dashboard_to_any_wsgi_server(tmp_path: Path) -> Non
         setup_testing_defaults(environ)
         body = b"".join(app(environ, lambda status, headers: answers.append(status)))
     assert answers == ["302 Found", "200 OK"] and b"via make_app" in body
+
+
+def test_canary_page_lists_fields_it_does_not_know(
+    open_server: DashboardServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Fields that later versions add to the API's canary JSON show up without a template change."""
+    import coal_mine.api
+
+    original = coal_mine.api.canary_to_json
+
+    def extended(canary: Canary, schedule: list | None = None) -> dict:
+        return {**original(canary, schedule), "state": "<running>", "channels": ["slack"]}
+
+    monkeypatch.setattr(coal_mine.api, "canary_to_json", extended)
+    canary = open_server.logic.create("job", 60)
+    page = Client(open_server.port).get(f"canary/{canary.id}")[2]
+    assert "<dt>state</dt><dd>&lt;running&gt;</dd>" in page
+    assert '<dt>channels</dt><dd><code>["slack"]</code></dd>' in page
+    assert "<dt>periodicity_schedule</dt>" not in page and "<dt>history</dt>" not in page
