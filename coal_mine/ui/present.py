@@ -10,6 +10,7 @@ import re
 import zoneinfo
 from dataclasses import dataclass
 from datetime import UTC, datetime, tzinfo
+from collections.abc import Set
 from typing import Any
 
 from coal_mine.business_logic import BusinessLogic
@@ -181,6 +182,6 @@ def cron_schedule(value: float | str) -> str:
     return "* * * * *"
 
 
-def extra_fields(data: dict[str, Any], known: set[str]) -> list[tuple[str, Any]]:
+def extra_fields(data: dict[str, Any], known: Set[str]) -> list[tuple[str, Any]]:
     """Fields of the API's canary JSON that the page does not show in a special way."""
     return [(key, value) for key, value in data.items() if key not in known]
