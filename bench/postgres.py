@@ -30,6 +30,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import psycopg
+
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
@@ -73,14 +75,18 @@ class Backend:
 
 
 def backends(workdir: Path, cluster: Cluster, tag: str) -> list[Backend]:
+    """SQLite, and PostgreSQL twice (commits waiting for the WAL flush, and not), each in a
+    schema of its own."""
     sqlite = workdir / f"{tag}.sqlite3"
-    uri = f"{cluster.uri}?options=-csearch_path%3D{tag}"
-    with PostgresStore(cluster.uri, max_connections=1)._pool.connection() as conn:
-        conn.execute(f"CREATE SCHEMA IF NOT EXISTS {tag}")
+    uris = {}
+    with psycopg.connect(cluster.uri, autocommit=True) as conn:
+        for name, extra in (("sync", ""), ("async", ASYNC_COMMIT)):
+            conn.execute(f"CREATE SCHEMA IF NOT EXISTS {tag}_{name}".encode())
+            uris[name] = f"{cluster.uri}?options=-csearch_path%3D{tag}_{name}{extra}"
     return [
         Backend("SQLite", f"[sqlite]\npath = {sqlite}\n", SQLiteStore, str(sqlite)),
-        Backend("PostgreSQL", f"[postgresql]\nuri = {uri}\n", PostgresStore, uri),
-        Backend("PG sync_commit=off", f"[postgresql]\nuri = {uri}{ASYNC_COMMIT}\n", PostgresStore, uri),
+        Backend("PostgreSQL", f"[postgresql]\nuri = {uris['sync']}\n", PostgresStore, uris["sync"]),
+        Backend("PG sync_commit=off", f"[postgresql]\nuri = {uris['async']}\n", PostgresStore, uris["async"]),
     ]
 
 
