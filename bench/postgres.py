@@ -69,6 +69,7 @@ class Backend:
 
     def __init__(self, name: str, section: str, opener: type[AbstractStore], *args: str) -> None:
         self.name, self.section, self._opener, self._args = name, section, opener, args
+        self.key = "".join(c for c in name.lower() if c.isalnum())  # for file names and URLs
 
     def open(self) -> AbstractStore:
         return self._opener(*self._args)  # type: ignore[call-arg]
@@ -105,16 +106,16 @@ def server(workdir: Path, backend: Backend, name: str, *args: str, smtp_port: in
 
 def http_figures(wrk: str, workdir: Path, backend: Backend, canaries: int, seconds: float) -> dict[str, Load]:
     store = backend.open()
-    ids = list(populate(store, canaries, f"bench {backend.name}", random.Random(16)))  # type: ignore[arg-type]
+    ids = list(populate(store, canaries, f"bench {backend.key}", random.Random(16)))  # type: ignore[arg-type]
     store.close()
-    paths = write_paths(workdir / f"{backend.name}.paths", ids, random.Random(7))
+    paths = write_paths(workdir / f"{backend.key}.paths", ids, random.Random(7))
     figures = {}
-    with server(workdir, backend, f"web-{backend.name}") as web:
+    with server(workdir, backend, f"web-{backend.key}") as web:
         for clients in CLIENTS:
             figures[f"trigger c={clients}"] = run_wrk(
                 wrk, web, LOAD_LUA, ["paths", str(paths)], clients, seconds
             )
-        figures["create c=8"] = run_wrk(wrk, web, LOAD_LUA, ["create", f"new-{backend.name}"], 8, seconds)
+        figures["create c=8"] = run_wrk(wrk, web, LOAD_LUA, ["create", f"new-{backend.key}"], 8, seconds)
     return figures
 
 
@@ -133,8 +134,8 @@ def late_delays(
         )
         deadlines[canary.id] = canary.deadline.timestamp()  # type: ignore[union-attr]
     store.close()
-    background = server(workdir, backend, f"bg-{backend.name}", "--background", smtp_port=sink.port)
-    log = open(workdir / f"bg-{backend.name}.out", "wb")  # noqa: SIM115 - closed with the process
+    background = server(workdir, backend, f"bg-{backend.key}", "--background", smtp_port=sink.port)
+    log = open(workdir / f"bg-{backend.key}.out", "wb")  # noqa: SIM115 - closed with the process
     process = subprocess.Popen(
         pinned(SERVER_CORE, background.argv),
         cwd=workdir,

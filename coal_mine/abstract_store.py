@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -192,6 +192,11 @@ class AbstractStore(ABC):
 
     def ensure_indexes(self) -> None:  # noqa: B027 - optional hook
         """Create indexes; called by processes that do background work."""
+
+    def listen(self, wake: Callable[[], None]) -> None:  # noqa: B027 - optional hook
+        """Call `wake` (from any thread) soon after another process records a notification or
+        changes what the watcher waits for; until close(). Optional: without it, background
+        processes see other processes' changes at their next rescan."""
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections."""

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import logging
 import re
+import threading
+from collections.abc import Callable
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
@@ -21,6 +23,10 @@ log = logging.getLogger(__name__)
 
 # pg_advisory_xact_lock key: "coalmine" in ASCII, so it will not collide by chance.
 MIGRATION_LOCK = 0x636F616C6D696E65
+# Writers NOTIFY this channel (in the statement that makes the change, so delivered at its
+# commit) when background processes elsewhere should look again; see Listener.
+CHANNEL = "coal_mine"
+NOTIFY = f"pg_notify('{CHANNEL}', '')"
 
 # Each entry migrates the schema from version N to N + 1, in one transaction.
 MIGRATIONS = [
@@ -138,3 +144,44 @@ def migrate(conn: psycopg.Connection, where: str) -> None:
             log.info("Created the Coal Mine tables in %s (schema version %d)", where, SCHEMA_VERSION)
         elif version != SCHEMA_VERSION:
             conn.execute("UPDATE coal_mine_schema SET version = %s", (SCHEMA_VERSION,))
+
+
+class Listener:
+    """A thread that LISTENs on CHANNEL with a connection of its own and calls `wake` on
+    every notification, and once after each (re)connection, for what it may have missed.
+    Reconnects with backoff; stop() ends it within about a second."""
+
+    def __init__(self, uri: str, wake: Callable[[], None], *, connect_timeout: int = 5) -> None:
+        self._uri, self._wake, self._connect_timeout = uri, wake, connect_timeout
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="postgres-listener", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        delay = 0.5
+        while not self._stopping.is_set():
+            try:
+                with psycopg.connect(
+                    self._uri, autocommit=True, connect_timeout=self._connect_timeout
+                ) as conn:
+                    conn.execute(f"LISTEN {CHANNEL}")
+                    delay = 0.5
+                    self._wake()
+                    while not self._stopping.is_set():
+                        for _ in conn.notifies(timeout=1.0):
+                            self._wake()
+            except psycopg.Error as exc:
+                if self._stopping.is_set():
+                    return
+                log.warning(
+                    "Not listening for other processes' changes (%s); trying again in %g s "
+                    "(meanwhile the rescan interval applies)",
+                    describe(exc, self._uri),
+                    delay,
+                )
+                self._stopping.wait(delay)
+                delay = min(delay * 2, 30.0)
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._thread.join(5)

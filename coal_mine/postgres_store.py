@@ -31,7 +31,7 @@ from coal_mine.models import (
     PrunePolicy,
     StoreUnavailableError,
 )
-from coal_mine.postgres_db import describe, migrate, safe_uri, unavailable
+from coal_mine.postgres_db import NOTIFY, Listener, describe, migrate, safe_uri, unavailable
 from coal_mine.postgres_ops import PostgresOperations
 from coal_mine.sql_shared import last_entries_query
 from coal_mine.postgres_rows import (
@@ -89,6 +89,7 @@ class PostgresStore(PostgresOperations, AbstractStore):
             open=False,
         )
         self._pool.open(wait=False)
+        self._listener: Listener | None = None
 
     @staticmethod
     def _configure(conn: psycopg.Connection) -> None:
@@ -97,7 +98,13 @@ class PostgresStore(PostgresOperations, AbstractStore):
     def _reconnect_failed(self, pool: ConnectionPool) -> None:
         log.warning("Still cannot reconnect to PostgreSQL; requests answer 503 until it is back")
 
+    def listen(self, wake: Callable[[], None]) -> None:
+        """Call `wake` when another process NOTIFYs a change (a connection of its own)."""
+        self._listener = Listener(self.uri, wake)
+
     def close(self) -> None:
+        if self._listener is not None:
+            self._listener.stop()
         self._pool.close()
 
     # --- running statements -------------------------------------------------
@@ -160,10 +167,11 @@ class PostgresStore(PostgresOperations, AbstractStore):
                 "history_oldest, badge_key) VALUES (%(id)s, %(name)s, %(slug)s, %(seconds)s, %(schedule)s, "
                 "%(description)s, %(emails)s, %(paused)s, %(late)s, %(deadline)s, %(count)s, %(oldest)s, "
                 "%(badge_key)s) "
-                "RETURNING seq) "
-                "INSERT INTO history (canary_seq, ts, comment) SELECT c.seq, t.ts, t.comment FROM c, "
+                "RETURNING seq), "
+                "h AS (INSERT INTO history (canary_seq, ts, comment) SELECT c.seq, t.ts, t.comment FROM c, "
                 "unnest(%(ts)s::timestamptz[], %(comments)s::text[]) WITH ORDINALITY AS t(ts, comment, o) "
-                "ORDER BY t.o",
+                "ORDER BY t.o) " + ("SELECT seq FROM c" if canary.paused else f"SELECT seq, {NOTIFY} FROM c"),
+                # A new watched deadline may come before what background processes wait for.
                 params,
             )
 
@@ -263,14 +271,22 @@ class PostgresStore(PostgresOperations, AbstractStore):
         if notes["kinds"]:
             parts.append(f"n AS ({INSERT_NOTES})")
             params.update(notes)
-        sql = ", ".join(parts) + " SELECT seq, history_count, history_oldest FROM u"
+        # Background processes elsewhere have work when a notification is recorded, or may
+        # have to wait differently when lateness, pausing or the periodicity changed; a plain
+        # trigger (the deadline moving later) concerns them not.
+        written = {name for name, value in changes.items() if name not in expect or expect[name] != value}
+        wakes = bool(notes["kinds"]) or bool(written & {"paused", "late", "periodicity"})
+        sql = (
+            ", ".join(parts) + " SELECT seq, history_count, history_oldest" + (f", {NOTIFY}" if wakes else "")
+        )
+        sql += " FROM u"
         try:
             row = self._run("update", lambda conn: conn.execute(sql.encode(), params).fetchone())
         except errors.UniqueViolation as exc:
             raise self._clash(exc, canary_id, changes.get("slug")) from None
         if row is None:
             return False
-        seq, count, oldest = row
+        seq, count, oldest = row[:3]
         if prune is not None and prune_needed(count, utc(oldest), prune):
             self._run("update", lambda conn: prune_history(conn, seq, prune))
         return True

@@ -146,6 +146,12 @@ def start_background(config: Config, logic: BusinessLogic) -> Callable[[], None]
     stop_operations = start_operations(config, logic, watcher)
     watcher.start()
     sender.start()
+
+    def wake() -> None:
+        watcher.wake()
+        sender.wake()
+
+    logic.store.listen(wake)  # other processes' changes, where the store can tell
     log.info("Deadline watcher and notification sender started (rescan every %g s)", settings.rescan_interval)
 
     def stop() -> None:

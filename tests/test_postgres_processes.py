@@ -298,3 +298,25 @@ def test_postgresql_restart_mid_run(tmp_path: Path, sink: SMTPSink) -> None:
     assert client.slowest < 10, client.slowest  # never a hang past the request timeout
     assert [a for a in acknowledged if a not in stored] == []
     assert "Traceback" not in log and "Unexpected error" not in log
+
+
+def test_background_process_hears_other_processes_at_once(
+    tmp_path: Path, schema: ThrowAwaySchema, sink: SMTPSink
+) -> None:
+    """With a rescan interval of an hour, only PostgreSQL's NOTIFY can tell the background
+    process about a canary another process created, or a notification it recorded."""
+    settings = ini(sink.port, f"[postgresql]\nuri = {schema.uri}\n").replace(
+        "rescan_interval = 0.2", "rescan_interval = 3600"
+    )
+    web = ServerProcess(tmp_path / "web", ini_extra=settings, args=("--web",))
+    background = ServerProcess(tmp_path / "bg", ini_extra=settings, args=("--background",))
+    with web, background:
+        wait_until(lambda: "notification sender started" in background.log())
+        time.sleep(0.5)  # its first scan has found nothing to wait for
+        cid = web.call("create", name="Elsewhere", periodicity=0.5, email="ops@example.com")[1]["canary"][
+            "id"
+        ]
+        (late,) = sink.wait_for(1, timeout=15)
+        assert web.call("trigger", id=cid, comment="back")[1]["recovered"] is True
+        _, resumed = sink.wait_for(2, timeout=15)
+    assert [(m.canary, m.event) for m in (late, resumed)] == [(cid, "late"), (cid, "resumed")]
