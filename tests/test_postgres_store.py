@@ -78,6 +78,7 @@ def test_no_operation_reads_a_whole_table(schema: ThrowAwaySchema) -> None:
         for late in (None, True, False):
             list(store.iter_canaries(paused=paused, late=late, history=True))
     assert store.id_for_slug("job-7") == ids[7] and store.get(ids[7]) is not None
+    assert set(store.last_entries(ids[:60], "Triggered")) == set(ids[:50])
     logic.update(ids[8], name="Renamed", periodicity=30)
     note = store.claim_notification(clock.now(), "w", clock.now() + timedelta(seconds=30))
     assert note is not None
