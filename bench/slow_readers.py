@@ -149,6 +149,7 @@ def measure(
 ) -> Result:
     """Triggers without, then with the slow readers (the triggers never pause, so a
     canary goes late only if a trigger stalls); then the server's shutdown under them."""
+    workdir.mkdir(parents=True, exist_ok=True)
     db = workdir / "coal-mine.sqlite3"
     ids = populate(db, canaries, 4)
     server = ServerProcess(workdir, ini_extra=f"[sqlite]\npath = {db}\n", env=env).start()

@@ -23,13 +23,11 @@ clients still being answered after a short grace.
 from __future__ import annotations
 
 import contextlib
-import io
 import logging
 import re
 import selectors
 import socket
 import socketserver
-import struct
 import ssl
 import threading
 import time
@@ -37,11 +35,20 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import quote, quote_plus, unquote_plus
-from wsgiref.simple_server import ServerHandler, WSGIRequestHandler, WSGIServer
+from wsgiref.simple_server import WSGIServer
 
-from coal_mine.prefetched_body import PrefetchedBody
-from coal_mine.http_errors import JSON_CONTENT_TYPE, error_body
+from coal_mine.http_exchange import (  # noqa: F401 - error_response and redact are this module's API too
+    BODY_TOO_LARGE,
+    BUSY,
+    HEAD_TOO_LARGE,
+    LINE_TOO_LONG,
+    HeavyGate,
+    RequestHandler,
+    error_response,
+    for_method,
+    redact,
+)
+from coal_mine.http_queue import WorkQueue
 from coal_mine.limits import (
     MAX_PENDING_CONNECTIONS,
     MAX_REQUEST_BODY,
@@ -52,49 +59,9 @@ from coal_mine.limits import (
 
 log = logging.getLogger("coal_mine.access")
 
-_PARAMETER = re.compile(r"(?<=[?&;])([^=&;\s\"]*)=([^&;\s\"]*)")
-_MIN_SCRUBBED_SECRET = 6  # shorter secrets would blank out ordinary words
 _ACCEPTS_PER_ROUND = 64
 # A waiting connection's TLS state: none, handshake under way, handshake done.
 _PLAIN, _HANDSHAKE, _OPEN = "plain", "handshake", "open"
-# Escapes for the access log, as http.server's own log_message writes them: a request line
-# or header cannot forge log lines or send terminal escapes.
-_CONTROL_CHARS = {c: rf"\x{c:02x}" for c in (*range(0x20), *range(0x7F, 0xA0))}
-
-
-def redact(text: str, secrets: Iterable[str] = ()) -> str:
-    """Hide the value of any auth_key parameter (however its name is spelled or
-    percent-encoded) and any occurrence of the given secrets."""
-
-    def hide(match: re.Match[str]) -> str:
-        name = unquote_plus(match.group(1)).strip().lower().replace("-", "_")
-        return f"{match.group(1)}=<redacted>" if name == "auth_key" else match.group(0)
-
-    text = _PARAMETER.sub(hide, text)
-    for secret in secrets:
-        if secret and len(secret) >= _MIN_SCRUBBED_SECRET:
-            for form in {secret, quote(secret, safe=""), quote_plus(secret)}:
-                text = text.replace(form, "<redacted>")
-    return text
-
-
-def error_response(status: str, message: str) -> bytes:
-    """A complete HTTP/1.0 JSON error response, for answers sent outside the WSGI app."""
-    body = error_body(message)
-    return (
-        f"HTTP/1.0 {status}\r\nContent-Type: {JSON_CONTENT_TYPE}\r\n"
-        f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
-    ).encode() + body
-
-
-_BUSY = error_response("503 Service Unavailable", "Server is busy; try again")
-_LINE_TOO_LONG = error_response("414 URI Too Long", f"Request line longer than {MAX_REQUEST_LINE} bytes")
-_HEAD_TOO_LARGE = error_response(
-    "431 Request Header Fields Too Large", f"Request head longer than {MAX_REQUEST_HEAD} bytes"
-)
-_BODY_TOO_LARGE = error_response(
-    "413 Content Too Large", f"Request body longer than {MAX_REQUEST_BODY} bytes (or of unknown length)"
-)
 _CONTENT_LENGTH = re.compile(rb"\ncontent-length[ \t]*:[ \t]*([^\r\n]*)", re.I)
 _CHUNKED = re.compile(rb"\ntransfer-encoding[ \t]*:", re.I)
 
@@ -127,160 +94,6 @@ def _line_too_long(buffer: bytes | bytearray) -> bool:
     return end + 1 > MAX_REQUEST_LINE if end >= 0 else len(buffer) > MAX_REQUEST_LINE
 
 
-class _SocketWriter(io.BufferedIOBase):
-    """Unbuffered writes straight to the socket (what wsgiref expects of wfile), all of
-    them within one deadline: a client that reads too slowly is cut off, however
-    steadily it reads."""
-
-    def __init__(self, sock: socket.socket, deadline: float) -> None:
-        self.sock = sock
-        self.deadline = deadline
-
-    def writable(self) -> bool:
-        return True
-
-    def write(self, data: Any) -> int:
-        remaining = self.deadline - time.monotonic()
-        if remaining <= 0:
-            raise TimeoutError("response not read within the time limit")
-        # Since Python 3.5 a socket timeout bounds a whole sendall(), not each send().
-        self.sock.settimeout(remaining)
-        self.sock.sendall(data)
-        with memoryview(data) as view:
-            return view.nbytes
-
-
-class _Handler(ServerHandler):
-    """wsgiref's handler; for HEAD it sends the headers a GET would get, and no body."""
-
-    server_software = "CoalMine"
-    head_only = False
-    status: str | None  # set by wsgiref
-    headers_sent: bool
-    request_handler: RequestHandler  # wsgiref logs through it
-
-    def write(self, data: bytes) -> None:
-        if not self.head_only:
-            super().write(data)
-            return
-        if not self.status:
-            raise AssertionError("write() before start_response()")
-        if not self.headers_sent:
-            self.bytes_sent = len(data)
-            self.send_headers()
-        else:
-            self.bytes_sent += len(data)
-
-    def handle_error(self) -> None:
-        # A body that fails after its status went out: end the connection with a reset,
-        # so the client sees a broken answer, not a complete-looking 200.
-        if self.headers_sent:
-            self.request_handler.broken = True
-        super().handle_error()
-
-
-class RequestHandler(WSGIRequestHandler):
-    """wsgiref's handler, fed a complete request head, answering errors in JSON,
-    with a redacted access log free of control characters. `timeout` is the
-    time limit for writing a whole response."""
-
-    timeout = RESPONSE_TIME_LIMIT
-    server_version = "CoalMine"
-    sys_version = ""  # the Server header names no Python version
-    default_request_version = "HTTP/1.0"  # answer even garbage with a status line and headers
-    server: PooledWSGIServer
-    broken = False  # the answer failed after its status was sent
-
-    def setup(self) -> None:
-        sock, head, self.quick = self.request
-        self.connection = sock
-        self.rfile: Any = io.BytesIO(head)
-        self.wfile: Any = _SocketWriter(sock, time.monotonic() + self.timeout)
-
-    def handle(self) -> None:
-        self.raw_requestline = self.rfile.readline(MAX_REQUEST_LINE + 1)
-        if len(self.raw_requestline) > MAX_REQUEST_LINE:
-            self.requestline = self.request_version = self.command = ""
-            self.connection.sendall(_LINE_TOO_LONG)
-            return
-        if not self.raw_requestline or not self.parse_request():
-            return
-        handler = _Handler(self.rfile, self.wfile, self.get_stderr(), self.get_environ(), multithread=False)
-        handler.head_only = self.command == "HEAD"
-        handler.request_handler = self  # wsgiref logs through it
-        app = self.server.get_app()
-        assert app is not None
-        if self.server.quick is not None and not self.quick:
-            app = _gated(app, self.server.heavy_gate)
-        handler.run(app)
-        if self.broken:  # reset now: the usual shutdown would first send a clean end (FIN)
-            with contextlib.suppress(OSError):
-                self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-                self.connection.close()
-
-    def version_string(self) -> str:
-        return self.server_version
-
-    def get_environ(self) -> dict[str, Any]:
-        environ = super().get_environ()
-        if self.server.ssl_context is not None:
-            environ["HTTPS"] = "on"
-        return environ
-
-    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
-        """http.server's errors (bad request line, bad headers) as JSON, like the API's."""
-        short = self.responses.get(code, ("Error", ""))[0]
-        text = f"{code} {short}" + (f": {message}" if message and message != short else "")
-        self.log_error("code %d, message %s", code, message or short)
-        body = error_body(text)
-        self.send_response(code, short)
-        self.send_header("Content-Type", JSON_CONTENT_TYPE)
-        self.send_header("Content-Length", str(len(body)))
-        self.send_header("Connection", "close")
-        self.end_headers()
-        # http.server has not set self.command yet when the request line is bad.
-        if not getattr(self, "raw_requestline", b"").startswith(b"HEAD "):
-            self.wfile.write(body)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        message = redact(format % args, self.server.secrets).translate(_CONTROL_CHARS)
-        log.info("%s %s", self.client_address[0], message)
-
-
-class _GatedIterable:
-    """A response body whose every piece is produced holding the gate."""
-
-    def __init__(self, result: Iterable[bytes], gate: threading.Semaphore) -> None:
-        self.result = result
-        self.pieces = iter(result)
-        self.gate = gate
-
-    def __iter__(self) -> _GatedIterable:
-        return self
-
-    def __next__(self) -> bytes:
-        with self.gate:
-            return next(self.pieces)
-
-    def close(self) -> None:
-        close = getattr(self.result, "close", None)
-        if close is not None:
-            close()
-
-
-def _gated(app: Any, gate: threading.Semaphore) -> Any:
-    """`app`, producing each piece of a streamed body only while holding the gate. The call
-    itself and a body already computed need no gate, nor does sending."""
-
-    def call(environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
-        result = app(environ, start_response)
-        if isinstance(result, list | tuple) or (isinstance(result, PrefetchedBody) and result.complete):
-            return result
-        return _GatedIterable(result, gate)
-
-    return call
-
-
 @dataclass(slots=True)
 class _Waiting:
     """A connection the acceptor holds until its request head is complete."""
@@ -291,59 +104,6 @@ class _Waiting:
     deadline: float  # time.monotonic() by which the whole head must be in
     tls: str  # _PLAIN, _HANDSHAKE or _OPEN
     events: int  # what the selector waits for on it
-
-
-class _WorkQueue:
-    """Requests waiting for a worker, in two lines: triggers (served first, also by
-    the workers reserved for them) and everything else. `put` refuses when the
-    request's line is full."""
-
-    def __init__(self, maxsize: int) -> None:
-        self._maxsize = maxsize
-        self._lock = threading.Lock()
-        self._for_any = threading.Condition(self._lock)
-        self._for_reserved = threading.Condition(self._lock)
-        self._quick: deque[Any] = deque()
-        self._other: deque[Any] = deque()
-        self._closed = False
-
-    def put(self, item: Any, quick: bool) -> bool:
-        with self._lock:
-            line = self._quick if quick else self._other
-            if len(line) >= self._maxsize or self._closed:
-                return False
-            line.append(item)
-            if quick:
-                self._for_reserved.notify()
-            self._for_any.notify()
-        return True
-
-    def get(self, reserved: bool) -> Any:
-        """The next request for a worker (reserved ones take only triggers); None once closed."""
-        with self._lock:
-            while True:
-                if self._quick:
-                    return self._quick.popleft()
-                if self._other and not reserved:
-                    return self._other.popleft()
-                if self._closed:
-                    return None
-                (self._for_reserved if reserved else self._for_any).wait()
-
-    def close(self) -> None:
-        """Take no more requests; workers finish those waiting, then get None."""
-        with self._lock:
-            self._closed = True
-            self._for_any.notify_all()
-            self._for_reserved.notify_all()
-
-    def drain(self) -> list[Any]:
-        """Take away every request still waiting."""
-        with self._lock:
-            left = [*self._quick, *self._other]
-            self._quick.clear()
-            self._other.clear()
-        return left
 
 
 class PooledWSGIServer(WSGIServer):
@@ -379,13 +139,17 @@ class PooledWSGIServer(WSGIServer):
         ssl_context: ssl.SSLContext | None = None,
         secrets: Iterable[str] = (),
         handler_class: type[RequestHandler] = RequestHandler,
+        keep_alive: bool = True,
     ) -> None:
         # server_close() runs if binding fails: what it touches exists before.
         self._workers: list[threading.Thread] = []
-        self._queue = _WorkQueue(queue_size)
+        self._queue = WorkQueue(queue_size)
         self._active: set[socket.socket] = set()  # connections a worker is answering
         self._active_lock = threading.Lock()
+        self._kept: deque[tuple[socket.socket, Any]] = deque()  # answered keep-alive connections
         self._wake_read, self._wake_write = socket.socketpair()
+        self._wake_read.setblocking(False)
+        self._wake_write.setblocking(False)
         handler = type("Handler", (handler_class,), {"timeout": response_timeout})
         super().__init__(address, handler)
         self.set_app(app)
@@ -395,10 +159,27 @@ class PooledWSGIServer(WSGIServer):
                 self.socket, server_side=True, do_handshake_on_connect=False
             )
         self.secrets = tuple(s for s in secrets if s)
+        # HTTP/1.1 keep-alive, over plain HTTP: an idle kept connection waits with the
+        # acceptor (under request_timeout and max_pending), never in a worker.
+        self.keep_alive = keep_alive and ssl_context is None
+        self.exchange_environ = dict(
+            self.base_environ,
+            CONTENT_TYPE="text/plain",
+            SERVER_SOFTWARE="CoalMine",
+            **{
+                "wsgi.version": (1, 0),
+                "wsgi.url_scheme": "https" if ssl_context else "http",
+                "wsgi.multithread": True,
+                "wsgi.multiprocess": False,
+                "wsgi.run_once": False,
+            },
+        )
+        if ssl_context is not None:
+            self.exchange_environ["HTTPS"] = "on"
         self.request_timeout = request_timeout
         self.max_pending = max_pending
         self.quick = quick
-        self.heavy_gate = threading.BoundedSemaphore(self.heavy_slots)
+        self.heavy_gate = HeavyGate(self.heavy_slots)
         self._stopping = False
         self._stopped = threading.Event()
         self._workers = [
@@ -441,7 +222,9 @@ class PooledWSGIServer(WSGIServer):
                     if key.fileobj is self.socket:
                         self._accept(selector, pending)
                     elif key.fileobj is self._wake_read:
-                        self._wake_read.recv(64)
+                        with contextlib.suppress(BlockingIOError):
+                            self._wake_read.recv(4096)
+                        self._take_back(selector, pending)
                     elif key.fd in pending:
                         self._read(selector, pending, key.fd)
                 now = time.monotonic()
@@ -461,6 +244,24 @@ class PooledWSGIServer(WSGIServer):
                 self._wake_write.send(b"x")
         self._stopped.wait()
 
+    def keep(self, sock: socket.socket, address: Any) -> None:
+        """Hand an answered keep-alive connection back to the acceptor (from a worker)."""
+        self._kept.append((sock, address))
+        with contextlib.suppress(OSError):  # a full wake-up pipe already wakes it
+            self._wake_write.send(b"k")
+
+    def _take_back(self, selector: selectors.BaseSelector, pending: dict[int, _Waiting]) -> None:
+        while self._kept:
+            sock, address = self._kept.popleft()
+            if len(pending) >= self.max_pending:
+                self._drop(selector, pending, next(iter(pending)), BUSY)
+            sock.setblocking(False)
+            deadline = time.monotonic() + self.request_timeout
+            pending[sock.fileno()] = _Waiting(
+                sock, address, bytearray(), deadline, _PLAIN, selectors.EVENT_READ
+            )
+            selector.register(sock, selectors.EVENT_READ)
+
     def _accept(self, selector: selectors.BaseSelector, pending: dict[int, _Waiting]) -> None:
         for _ in range(_ACCEPTS_PER_ROUND):
             try:
@@ -470,13 +271,13 @@ class PooledWSGIServer(WSGIServer):
             except OSError as exc:  # e.g. out of file descriptors
                 log.warning("accept failed: %s", exc)
                 if pending:
-                    self._drop(selector, pending, next(iter(pending)), _BUSY)
+                    self._drop(selector, pending, next(iter(pending)), BUSY)
                 else:
                     time.sleep(0.01)
                 return
             if len(pending) >= self.max_pending:
                 # The oldest waiting connection has had the longest chance to send its request.
-                self._drop(selector, pending, next(iter(pending)), _BUSY)
+                self._drop(selector, pending, next(iter(pending)), BUSY)
             sock.setblocking(False)
             # The listening socket is wrapped, so with HTTPS `sock` is an SSLSocket whose
             # handshake has not started.
@@ -510,20 +311,20 @@ class PooledWSGIServer(WSGIServer):
                 return
             head += data
             if _line_too_long(head):
-                self._drop(selector, pending, fd, _LINE_TOO_LONG)
+                self._drop(selector, pending, fd, LINE_TOO_LONG)
                 return
             if _head_complete(head):
                 head_size, size = _request_size(head)
                 if head_size > MAX_REQUEST_HEAD:
-                    self._drop(selector, pending, fd, _HEAD_TOO_LARGE)
+                    self._drop(selector, pending, fd, HEAD_TOO_LARGE)
                     return
                 if size is None:
-                    self._drop(selector, pending, fd, _BODY_TOO_LARGE)
+                    self._drop(selector, pending, fd, BODY_TOO_LARGE)
                     return
                 if len(head) >= size:
                     break
             elif len(head) > MAX_REQUEST_HEAD:
-                self._drop(selector, pending, fd, _HEAD_TOO_LARGE)
+                self._drop(selector, pending, fd, HEAD_TOO_LARGE)
                 return
             if entry.tls is _PLAIN:
                 return
@@ -533,9 +334,13 @@ class PooledWSGIServer(WSGIServer):
         del pending[fd]
         request = bytes(head)
         quick = self._is_quick(request)
+        if quick:
+            self.heavy_gate.quick_begins()
         if not self._queue.put((sock, entry.address, request, quick), quick):
+            if quick:
+                self.heavy_gate.quick_ends()
             log.warning("%s rejected: all workers busy", entry.address[0])
-            self._reply_and_close(sock, _for_method(request, _BUSY))
+            self._reply_and_close(sock, for_method(request, BUSY))
 
     def _is_quick(self, head: bytes) -> bool:
         """Whether the request's path is one that `quick` picks out."""
@@ -577,7 +382,7 @@ class PooledWSGIServer(WSGIServer):
         entry = pending.pop(fd)
         selector.unregister(entry.sock)
         # Mid-handshake there is no channel to answer on.
-        reply = b"" if entry.tls is _HANDSHAKE else _for_method(entry.head, reply)
+        reply = b"" if entry.tls is _HANDSHAKE else for_method(entry.head, reply)
         self._reply_and_close(entry.sock, reply)
 
     @staticmethod
@@ -603,16 +408,23 @@ class PooledWSGIServer(WSGIServer):
             sock, client_address, head, quick = item
             with self._active_lock:
                 self._active.add(sock)
+            kept = False
             try:
-                self.finish_request((sock, head, quick), client_address)  # type: ignore[arg-type]
+                handler = self.RequestHandlerClass((sock, head, quick), client_address, self)  # type: ignore[arg-type]
+                kept = handler.kept and not self._stopping  # type: ignore[attr-defined]
             except OSError as exc:  # timeouts and resets while answering
                 log.info("%s connection dropped: %s", client_address[0], exc)
             except Exception:  # noqa: BLE001 - one bad request must not kill a worker
                 self.handle_error(sock, client_address)
             finally:
+                if quick:
+                    self.heavy_gate.quick_ends()
                 with self._active_lock:
                     self._active.discard(sock)
-                self.shutdown_request(sock)
+                if kept:
+                    self.keep(sock, client_address)
+                else:
+                    self.shutdown_request(sock)
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         log.exception("Error while serving %s", client_address[0])
@@ -626,8 +438,10 @@ class PooledWSGIServer(WSGIServer):
         deadline = time.monotonic() + self.shutdown_grace
         for worker in self._workers:
             worker.join(timeout=max(0.0, deadline - time.monotonic()))
-        for sock, _, head, _ in self._queue.drain():
-            self._reply_and_close(sock, _for_method(head, _BUSY))
+        for sock, _, head, quick in self._queue.drain():
+            if quick:
+                self.heavy_gate.quick_ends()
+            self._reply_and_close(sock, for_method(head, BUSY))
         with self._active_lock:
             held = list(self._active)
         for sock in held:
@@ -636,12 +450,7 @@ class PooledWSGIServer(WSGIServer):
                 socket.socket.shutdown(sock, socket.SHUT_RDWR)  # beneath TLS: no record to send
         for worker in self._workers:
             worker.join(timeout=max(0.0, deadline + 1.0 - time.monotonic()))
+        while self._kept:
+            self._kept.popleft()[0].close()
         self._wake_read.close()
         self._wake_write.close()
-
-
-def _for_method(head: bytes | bytearray, reply: bytes) -> bytes:
-    """A canned reply as is, or only its head for a HEAD request."""
-    if head.startswith(b"HEAD ") and reply:
-        return reply[: reply.index(b"\r\n\r\n") + 4]
-    return reply

@@ -26,6 +26,7 @@ from coal_mine.models import (
     PrunePolicy,
     StoreUnavailableError,
 )
+from coal_mine.sqlite_group_commit import GroupCommit
 from coal_mine.sql_shared import (
     NOTIFICATION_COLUMNS,
     Execute,
@@ -120,6 +121,7 @@ class SQLiteStore(SQLiteOperations, AbstractStore):
         self._synchronous = synchronous.upper()
         self._busy_timeout_ms = int(busy_timeout * 1000)
         self._lock = threading.RLock()
+        self._group = GroupCommit(self._write)
         self._shared: sqlite3.Connection | None = None
         self._pid = os.getpid()
         self._migrate()
@@ -186,6 +188,7 @@ class SQLiteStore(SQLiteOperations, AbstractStore):
             conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     def close(self) -> None:
+        self._group.close()
         with self._lock:
             if self._shared is not None and self._pid == os.getpid():
                 with contextlib.suppress(sqlite3.Error):
@@ -297,35 +300,39 @@ class SQLiteStore(SQLiteOperations, AbstractStore):
             f"UPDATE canaries SET {', '.join(sets) or 'seq = seq'} WHERE {' AND '.join(where)} "
             "RETURNING seq, history_count, history_oldest"
         )
+
+        def apply(conn: sqlite3.Connection) -> bool:
+            row = conn.execute(sql, params + where_params).fetchone()
+            if row is None:
+                return False
+            seq, count, oldest = row
+            if history is not None:
+                conn.execute(
+                    "INSERT INTO history (canary_seq, ts, comment) VALUES (?, ?, ?)",
+                    (seq, _to_db(history[0]), history[1]),
+                )
+                if prune is not None:
+                    run = _rowcount(conn)
+                    prune_rows(run, "?", seq, count, oldest, _to_db(prune.older_than), prune)
+            for new in notifications:
+                conn.execute(
+                    "INSERT INTO notifications (canary_id, kind, created, payload, not_before) "
+                    "VALUES (?, ?, ?, ?, ?)",
+                    (
+                        canary_id,
+                        new.kind,
+                        _to_db(new.created),
+                        json.dumps(new.payload),
+                        _to_db(new.created),
+                    ),
+                )
+            return True
+
         try:
-            with self._write() as conn:
-                row = conn.execute(sql, params + where_params).fetchone()
-                if row is None:
-                    return False
-                seq, count, oldest = row
-                if history is not None:
-                    conn.execute(
-                        "INSERT INTO history (canary_seq, ts, comment) VALUES (?, ?, ?)",
-                        (seq, _to_db(history[0]), history[1]),
-                    )
-                    if prune is not None:
-                        run = _rowcount(conn)
-                        prune_rows(run, "?", seq, count, oldest, _to_db(prune.older_than), prune)
-                for new in notifications:
-                    conn.execute(
-                        "INSERT INTO notifications (canary_id, kind, created, payload, not_before) "
-                        "VALUES (?, ?, ?, ?, ?)",
-                        (
-                            canary_id,
-                            new.kind,
-                            _to_db(new.created),
-                            json.dumps(new.payload),
-                            _to_db(new.created),
-                        ),
-                    )
+            # Group commit: batched with the other writes waiting, committed before returning.
+            return self._group.run(apply)
         except sqlite3.IntegrityError as exc:
             raise self._clash(exc, canary_id, changes.get("slug")) from exc
-        return True
 
     def delete(self, canary_id: str) -> bool:
         with self._write() as conn:

@@ -227,15 +227,23 @@ def test_a_plain_server_without_quick_paths_has_no_reserved_workers() -> None:
 
 def test_forty_slow_readers_do_not_stall_triggers(tmp_path: Path) -> None:
     """Issue 19's test, over a real server process and a real SQLite file: 40 clients read a
-    2.6 MB list at 16 KB/s while 4 clients trigger every 100 ms."""
+    2.6 MB list at 16 KB/s while 4 clients trigger every 100 ms; trigger p99 under 100 ms.
+
+    The machine running the suite may be busy with other work, which shows in the same
+    run's triggers without slow readers: what they lose above 20 ms p99 is allowed on
+    top, and a second try (before the fix it was 300 to 500 ms, every time)."""
     slow_readers = load_slow_readers()
-    result = slow_readers.measure(tmp_path, seconds=4.0, readers=40, canaries=20_000)
-    print("alone:", result.alone.text(), "| with slow readers:", result.slowed.text())
-    assert not result.alone.failures and not result.slowed.failures
-    assert len(result.slowed.latencies) >= 4 * 30
-    assert result.slowed.percentile(0.99) < 0.1, result.slowed.text()
-    assert result.late == []
-    assert result.shutdown_seconds < 10.0
+    for attempt in range(2):
+        result = slow_readers.measure(tmp_path / str(attempt), seconds=4.0, readers=40, canaries=20_000)
+        print("alone:", result.alone.text(), "| with slow readers:", result.slowed.text())
+        assert not result.alone.failures and not result.slowed.failures
+        assert len(result.slowed.latencies) >= 4 * 30
+        assert result.late == []
+        assert result.shutdown_seconds < 10.0
+        limit = 0.1 + max(0.0, result.alone.percentile(0.99) - 0.02)
+        if result.slowed.percentile(0.99) < limit:
+            break
+    assert result.slowed.percentile(0.99) < limit, (result.alone.text(), result.slowed.text())
 
 
 def test_late_lines_are_false_alarms_only_before_the_triggers_stop() -> None:

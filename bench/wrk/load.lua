@@ -1,8 +1,8 @@
--- wrk script: every request on a new connection (as curl in cron does); prints the
--- figures as one JSON line. Two modes:
---   wrk ... -s bench/wrk/load.lua http://host:port -- paths PATHS_FILE
+-- wrk script: every request on a new connection (as curl in cron does) unless the last
+-- argument is "keepalive"; prints the figures as one JSON line. Two modes:
+--   wrk ... -s bench/wrk/load.lua http://host:port -- paths PATHS_FILE [keepalive]
 --       GET the paths listed in the file (one per line) round-robin
---   wrk ... -s bench/wrk/load.lua http://host:port -- create NAME_PREFIX
+--   wrk ... -s bench/wrk/load.lua http://host:port -- create NAME_PREFIX [keepalive]
 --       create canaries with unique names
 
 wrk.headers["Connection"] = "close"
@@ -21,6 +21,9 @@ local prefix = "bench"
 local n = 0
 
 function init(args)
+   if args[#args] == "keepalive" then
+      wrk.headers["Connection"] = nil  -- HTTP/1.1: the connection stays open when the server allows
+   end
    mode = args[1] or mode
    if mode == "create" then
       prefix = args[2] or prefix
