@@ -137,6 +137,7 @@ def _raw_send(port: int, count: int, queue: multiprocessing.Queue) -> None:
                 "deadline": now.isoformat(),
                 "history": [[now.isoformat(), "Canary created"]],
             },
+            not_before=now,
         )
         messages.append(build_message(note, "bench@example.net", now=now))
     started = time.time()
@@ -173,6 +174,7 @@ def raw_single(sink: SMTPSink, rounds: int) -> list[float]:
             "deadline": now.isoformat(),
             "history": [],
         },
+        not_before=now,
     )
     message = build_message(note, "bench@example.net", now=now)
     times = []
