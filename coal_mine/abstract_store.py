@@ -15,6 +15,7 @@ from coal_mine.models import (
     NewNotification,
     Notification,
     OutboxSummary,
+    Output,
     PrunePolicy,
     WorkerHeartbeat,
 )
@@ -33,6 +34,9 @@ CANARY_FIELDS = (
 )
 # The history comment of a trigger starts with this (see business_logic.history_comment).
 TRIGGER_COMMENT = "Triggered"
+# Run reporting's fields (coal_mine/runs.py); their defaults mean "not in use".
+RUN_FIELDS = ("max_runtime", "failed", "runs", "last_duration", "snooze_until", "alarm")
+ALL_FIELDS = CANARY_FIELDS + RUN_FIELDS
 
 
 class AbstractStore(ABC):
@@ -66,12 +70,14 @@ class AbstractStore(ABC):
         history: HistoryEntry | None = None,
         prune: PrunePolicy | None = None,
         notifications: Iterable[NewNotification] = (),
+        output: Output | None = None,
     ) -> bool:
         """Atomically apply `changes` if every field in `expect` still has that value.
 
-        A `deadline` of None removes the deadline. Returns False (and writes
-        nothing) when the canary is gone or an expectation failed. Raises
-        AlreadyExistsError when a new slug clashes.
+        `changes` and `expect` may name any of ALL_FIELDS. `output` is kept with the
+        `history` entry and pruned with it. A `deadline` of None removes the deadline.
+        Returns False (and writes nothing) when the canary is gone or an expectation
+        failed. Raises AlreadyExistsError when a new slug clashes.
         """
 
     @abstractmethod
@@ -91,6 +97,18 @@ class AbstractStore(ABC):
     @abstractmethod
     def due_canaries(self, now: datetime, limit: int) -> list[Canary]:
         """Unpaused, not-late canaries whose deadline is before `now`, earliest first (no history)."""
+
+    @abstractmethod
+    def outputs(self, canary_id: str) -> list[tuple[datetime, Output]]:
+        """The outputs kept with the canary's history entries, newest first."""
+
+    @abstractmethod
+    def earliest_alarm(self) -> datetime | None:
+        """The earliest `alarm` of any canary."""
+
+    @abstractmethod
+    def due_alarms(self, now: datetime, limit: int) -> list[Canary]:
+        """Canaries whose `alarm` is at or before `now`, earliest first (no history)."""
 
     # --- notification outbox -------------------------------------------------
 

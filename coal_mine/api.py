@@ -15,10 +15,12 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 from urllib.parse import parse_qs
 
+from coal_mine import runs_api
 from coal_mine.business_logic import BusinessLogic
 from coal_mine.config import WebConfig
 from coal_mine.http_errors import JSON_CONTENT_TYPE, HttpError, error_body, http_status
 from coal_mine.models import BadRequestError, Canary, CoalMineError
+from coal_mine.runs import parse_max_runtime, parse_until, run_json
 from coal_mine.ops_routes import OpsRoutes
 from coal_mine.prefetched_body import PrefetchedBody
 
@@ -38,14 +40,15 @@ StartResponse = Callable[..., Any]
 # The parameters each command accepts (besides auth_key); openapi.yaml documents
 # exactly these, and tests/test_openapi.py keeps the two in step.
 PARAMETERS: dict[str, tuple[str, ...]] = {
-    "create": ("name", "periodicity", "description", "email", "paused"),
+    "create": ("name", "periodicity", "description", "email", "paused", "max_runtime"),
     "delete": ("id", "name", "slug"),
-    "update": ("id", "name", "slug", "periodicity", "description", "email"),
-    "get": ("id", "name", "slug"),
-    "list": ("verbose", "paused", "late", "search"),
-    "trigger": ("id", "name", "slug", "comment", "m"),
-    "pause": ("id", "name", "slug", "comment"),
+    "update": ("id", "name", "slug", "periodicity", "description", "email", "max_runtime"),
+    "get": ("id", "name", "slug", "output"),
+    "list": ("verbose", "paused", "late", "search", "state"),
+    "trigger": ("id", "name", "slug", "comment", "m", "rid"),
+    "pause": ("id", "name", "slug", "comment", "until"),
     "unpause": ("id", "name", "slug", "comment"),
+    **runs_api.PARAMETERS,
 }
 # What the read-only key may do (trigger needs no key at all).
 READ_ONLY_COMMANDS = frozenset({"get", "list"})
@@ -67,6 +70,7 @@ def canary_to_json(canary: Canary, schedule: list | None = None) -> dict[str, An
     data["late"] = canary.late
     if canary.deadline is not None:
         data["deadline"] = canary.deadline.isoformat()
+    data.update(run_json(canary))
     if schedule is not None:
         data["periodicity_schedule"] = [
             [start.isoformat(), end.isoformat(), value] for start, end, value in schedule
@@ -114,8 +118,9 @@ def parse_periodicity(value: str) -> float | str:
 class Request:
     """The query parameters of one API call (each name maps to all its values, in order)."""
 
-    def __init__(self, query: Query) -> None:
+    def __init__(self, query: Query, environ: dict[str, Any] | None = None) -> None:
         self.query = query
+        self.environ = environ  # for the body of a POST
 
     def string(self, name: str) -> str | None:
         values = self.query.get(name)
@@ -139,7 +144,8 @@ class Request:
 
 class Api:
     """The WSGI application. `auth_key`, if set, is required by every command but trigger;
-    `read_only_auth_key`, if also set, is accepted instead of it for get and list."""
+    `read_only_auth_key`, if also set, is accepted instead of it for get and list.
+    A POST body of up to `max_body` bytes is kept as a job's output."""
 
     def __init__(
         self,
@@ -149,6 +155,7 @@ class Api:
         web: WebConfig | None = None,
         *,
         worker_timeout: float = 60.0,
+        max_body: int = runs_api.DEFAULT_MAX_BODY,
     ) -> None:
         from coal_mine.ui import Dashboard  # imported here: the dashboard uses this module
 
@@ -157,6 +164,8 @@ class Api:
         self.read_only_auth_key = read_only_auth_key
         self.ui = Dashboard(self, web)
         self.ops = OpsRoutes(self, worker_timeout=worker_timeout)  # /health, /metrics, /badge
+        self.max_body = max_body
+        self.open_commands = {"trigger"}  # need no auth key
         self.commands: dict[str, Callable[[Request], Any]] = {
             "create": self.create,
             "delete": self.delete,
@@ -167,6 +176,7 @@ class Api:
             "pause": self.pause,
             "unpause": self.unpause,
         }
+        runs_api.register(self)
 
     # --- WSGI ------------------------------------------------------------------
 
@@ -183,7 +193,7 @@ class Api:
             return self.ui(environ, start_response)
         try:
             command, query = self._route(environ)
-            result = self.commands[command](Request(query))
+            result = self.commands[command](Request(query, environ))
             self.ops.count(command)
         except CoalMineError as exc:
             return self._error(start_response, http_status(exc), str(exc))
@@ -214,8 +224,11 @@ class Api:
         """The command and its parameters, authenticated (401 comes before any 400)."""
         path = environ.get("PATH_INFO", "")
         short = _SHORT_TRIGGER.match(path)
+        run_form = None if short else runs_api.short_form(path)
         if short:
             command = "trigger"
+        elif run_form:
+            command = run_form[0]
         elif path.startswith(URL_PREFIX) and path[len(URL_PREFIX) :] in self.commands:
             command = path[len(URL_PREFIX) :]
         else:
@@ -227,6 +240,9 @@ class Api:
             raise problem
         if short:
             query.setdefault("id", []).append(short.group(1))
+        if run_form:
+            for name, values in {"id": [run_form[1]], **run_form[2]}.items():
+                query.setdefault(name, []).extend(values)
         return command, query
 
     @staticmethod
@@ -246,7 +262,7 @@ class Api:
     def _authenticate(self, command: str, given: str | None) -> None:
         """401 unless `given` is a key that allows `command`. Both keys are always
         compared, in constant time, so timing tells nothing about either."""
-        if not self.auth_key or command == "trigger":
+        if not self.auth_key or command in self.open_commands:
             return  # a key sent where none is needed is ignored
         supplied = (given or "").encode("utf-8", errors="surrogateescape")
         full = hmac.compare_digest(supplied, self.auth_key.encode())
@@ -283,6 +299,7 @@ class Api:
         periodicity = parse_periodicity(request.required("periodicity"))
         paused = request.boolean("paused")
         request.only(*PARAMETERS["create"])
+        max_runtime = request.string("max_runtime")
         canary = self.logic.create(
             name,
             periodicity,
@@ -290,6 +307,7 @@ class Api:
             # email=- alone means no addresses here too, as it does for update.
             [] if request.query.get("email") == ["-"] else request.query.get("email", []),
             bool(paused),
+            max_runtime=parse_max_runtime(max_runtime) if max_runtime is not None else None,
         )
         return self._canary_response(canary)
 
@@ -301,6 +319,7 @@ class Api:
     def update(self, request: Request) -> dict[str, Any]:
         request.only(*PARAMETERS["update"])
         periodicity = request.string("periodicity")
+        max_runtime = request.string("max_runtime")
         emails = request.query.get("email")
         if emails == ["-"]:
             emails = []
@@ -310,12 +329,18 @@ class Api:
             periodicity=parse_periodicity(periodicity) if periodicity is not None else None,
             description=request.string("description"),
             emails=emails,
+            max_runtime=parse_max_runtime(max_runtime) if max_runtime is not None else None,
         )
         return self._canary_response(canary)
 
     def get(self, request: Request) -> dict[str, Any]:
+        output = request.boolean("output")
         request.only(*PARAMETERS["get"])
-        return self._canary_response(self.logic.get(self._identify(request)))
+        canary_id = self._identify(request)
+        response = self._canary_response(self.logic.get(canary_id))
+        if output:
+            response["canary"]["outputs"] = self.logic.runs.outputs(canary_id)
+        return response
 
     def list_canaries(self, request: Request) -> PrefetchedBody:
         verbose, paused, late = (request.boolean(n) for n in ("verbose", "paused", "late"))
@@ -323,6 +348,7 @@ class Api:
         canaries = self.logic.list_canaries(
             verbose=bool(verbose), paused=paused, late=late, search=request.string("search")
         )
+        canaries = self.logic.runs.filter_state(canaries, request.string("state"))
         first = next(canaries, None)
         return PrefetchedBody.of(self._stream_list(first, canaries, bool(verbose)))
 
@@ -358,11 +384,18 @@ class Api:
             comment = request.string("m") or ""
         # Given an id, trigger() itself answers 404 for an unknown one: no separate look-up.
         canary_id = request.string("id") or self._identify(request)
-        return _TRIGGER_BODIES[self.logic.trigger(canary_id, comment)]
+        output = runs_api.read_output(request.environ, self.max_body)
+        result = self.logic.trigger(canary_id, comment, rid=request.string("rid"), output=output)
+        return _TRIGGER_BODIES[result]
 
     def pause(self, request: Request) -> dict[str, Any]:
         request.only(*PARAMETERS["pause"])
-        canary = self.logic.pause(self._identify(request), request.string("comment") or "")
+        comment, until = request.string("comment") or "", request.string("until")
+        if until is None:
+            canary = self.logic.pause(self._identify(request), comment)
+        else:
+            when = parse_until(until, self.logic.clock.now())
+            canary = self.logic.runs.snooze(self._identify(request), comment, when)
         return self._canary_response(canary)
 
     def unpause(self, request: Request) -> dict[str, Any]:

@@ -25,11 +25,13 @@ from coal_mine.models import (
     CanaryNotFoundError,
     HistoryEntry,
     NewNotification,
+    Output,
     PrunePolicy,
     StoreUnavailableError,
 )
 from coal_mine.input_rules import number_problem, unique_addresses
 from coal_mine.notification_payload import new_notification
+from coal_mine.runs import RunLogic
 from coal_mine.schedule import ScheduleError, parse_schedule
 
 log = logging.getLogger(__name__)
@@ -84,6 +86,7 @@ class BusinessLogic:
         self.store = store
         self.clock = clock or Clock()
         self.on_change = on_change or (lambda: None)
+        self.runs = RunLogic(self)
 
     # --- validation ---------------------------------------------------------------
 
@@ -160,7 +163,7 @@ class BusinessLogic:
     @staticmethod
     def _log_change(kind: str, canary: Canary) -> None:
         """Said once the change is stored (not on each attempt to store it)."""
-        state = "late" if kind == "late" else "reporting again"
+        state = {"late": "late", "failed": "failing"}.get(kind, "reporting again")
         log_event(
             log, logging.INFO, kind, f"Canary {canary.id} ({canary.name}) is {state}", canary_id=canary.id
         )
@@ -214,6 +217,7 @@ class BusinessLogic:
         description: str = "",
         emails: list[str] | None = None,
         paused: bool = False,
+        max_runtime: float | None = None,
     ) -> Canary:
         """Add a canary; its deadline starts now unless it is created paused."""
         name = self._check_name(name)
@@ -237,6 +241,7 @@ class BusinessLogic:
                 deadline=None if paused else self.deadline_after(periodicity, now),
                 history=[(now, "Canary created")],
                 badge_key=secrets.token_hex(16),
+                max_runtime=max_runtime or None,
             )
             try:
                 self.store.create(canary)
@@ -265,8 +270,10 @@ class BusinessLogic:
         periodicity: float | str | None = None,
         description: str | None = None,
         emails: list[str] | None = None,
+        max_runtime: float | None = None,
     ) -> Canary:
-        """Change the given attributes; a new periodicity moves the deadline (and maybe lateness)."""
+        """Change the given attributes; a new periodicity moves the deadline (and maybe lateness).
+        A `max_runtime` of 0 removes it."""
         if name is not None:
             self._check_name(name)
         if periodicity is not None:
@@ -288,6 +295,9 @@ class BusinessLogic:
             # Like Coal Mine, the same addresses in another order (or repeated) are no change.
             if emails is not None and set(emails) != set(canary.emails):
                 changes["emails"] = list(emails)
+            expect = self._expect(canary)
+            if max_runtime is not None:
+                self.runs.max_runtime_changes(canary, max_runtime, changes, expect)
             notifications: list[NewNotification] = []
             if periodicity is not None and periodicity != canary.periodicity:
                 changes["periodicity"] = periodicity
@@ -305,9 +315,7 @@ class BusinessLogic:
                         )
             if not changes:
                 raise BadRequestError("No updates specified")
-            if not self.store.update(
-                canary_id, changes, expect=self._expect(canary), notifications=notifications
-            ):
+            if not self.store.update(canary_id, changes, expect=expect, notifications=notifications):
                 return None
             if "late" in changes:
                 self._log_change("late" if changes["late"] else "resumed", canary)
@@ -317,12 +325,19 @@ class BusinessLogic:
 
         return self._retry(attempt)
 
-    def trigger(self, canary_id: str, comment: str = "") -> tuple[bool, bool]:
+    def trigger(
+        self, canary_id: str, comment: str = "", *, rid: str | None = None, output: Output | None = None
+    ) -> tuple[bool, bool]:
         """Record a run: new deadline, not late, not paused. Returns (recovered, unpaused)."""
         _check_length("Comment", comment, limits.MAX_COMMENT_LENGTH)
+        if rid is not None or output is not None:
+            return self.runs.report(canary_id, "success", comment, rid=rid, output=output)[:2]
 
         def attempt() -> tuple[bool, bool] | None:
             canary = self._require(canary_id)
+            if canary.runs or canary.failed or canary.snooze_until is not None:
+                result = self.runs.event_attempt(canary, "success", comment, None, None, None)
+                return None if result is None else result[:2]
             now = self.clock.now()
             deadline = self.deadline_after(canary.periodicity, now)
             entry = (now, history_comment("Triggered", comment))
@@ -361,10 +376,12 @@ class BusinessLogic:
             if canary.paused:
                 raise BadRequestError("Canary is already paused")
             now = self.clock.now()
+            changes, expect = {"paused": True, "deadline": None}, self._expect(canary)
+            self.runs.unpause_changes(canary, changes, expect)
             ok = self.store.update(
                 canary_id,
-                {"paused": True, "deadline": None},
-                expect=self._expect(canary),
+                changes,
+                expect=expect,
                 history=(now, history_comment("Paused", comment)),
                 prune=self._prune_policy(now),
             )
@@ -381,10 +398,13 @@ class BusinessLogic:
             if not canary.paused:
                 raise BadRequestError("Canary is not paused")
             now = self.clock.now()
+            changes = {"paused": False, "deadline": self.deadline_after(canary.periodicity, now)}
+            expect = self._expect(canary)
+            self.runs.unpause_changes(canary, changes, expect)
             ok = self.store.update(
                 canary_id,
-                {"paused": False, "deadline": self.deadline_after(canary.periodicity, now)},
-                expect=self._expect(canary),
+                changes,
+                expect=expect,
                 history=(now, history_comment("Unpaused", comment)),
                 prune=self._prune_policy(now),
             )

@@ -95,6 +95,7 @@ class WsgiConfig:
     keyfile: str | None = None
     workers: int = 16
     request_timeout: float = 10.0
+    max_body: int = 10000  # bytes of a POST body kept as a job's output
 
 
 @dataclass(frozen=True)
@@ -154,6 +155,7 @@ _KNOWN = {
         "keyfile",
         "workers",
         "request_timeout",
+        "max_body",
     },
     "watcher": {"rescan_interval", "delayed_after", "retry_max_delay"},
     "web": {"base_url", "session_lifetime"},
@@ -237,6 +239,7 @@ _WSGI_PARSERS: dict[str, Parser] = {
     "keyfile": _text,
     "workers": lambda where, value: _int(where, value, 1, 1024),
     "request_timeout": _seconds,
+    "max_body": lambda where, value: _int(where, value, 0, 10**7),
 }
 _SQLITE_PARSERS: dict[str, Parser] = {
     "path": _text,
@@ -339,6 +342,7 @@ def from_environment(environ: Mapping[str, str]) -> Config:
         "keyfile": "WSGI_KEYFILE",
         "host": "WSGI_HOST",
         "workers": "WSGI_WORKERS",
+        "max_body": "WSGI_MAX_BODY",
     }
     web_names = {"base_url": "BASE_URL", "session_lifetime": "WEB_SESSION_LIFETIME"}
     email = _email(getter(email_names), where(email_names))

@@ -21,6 +21,7 @@ __all__ = [
     "MAX_REQUEST_BODY",
     "MAX_REQUEST_HEAD",
     "MAX_REQUEST_LINE",
+    "MAX_RID_LENGTH",
     "MAX_SCHEDULE_LENGTH",
     "MAX_SEARCH_LENGTH",
     "MAX_SEARCH_REPEAT",
@@ -39,6 +40,7 @@ RESPONSE_TIME_LIMIT = 120.0  # seconds to write a whole response, however steadi
 MAX_NAME_LENGTH = 2000
 MAX_DESCRIPTION_LENGTH = 10000
 MAX_COMMENT_LENGTH = 2000
+MAX_RID_LENGTH = 100  # a run id (rid) pairing a start with its end
 MAX_EMAIL_LENGTH = 254  # the longest address SMTP can carry (RFC 5321)
 MAX_EMAILS = 100
 MAX_SCHEDULE_LENGTH = 10000  # a periodicity schedule string

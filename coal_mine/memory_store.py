@@ -9,13 +9,14 @@ from collections.abc import Iterable, Iterator, Mapping
 from datetime import datetime
 from typing import Any
 
-from coal_mine.abstract_store import CANARY_FIELDS, AbstractStore
+from coal_mine.abstract_store import ALL_FIELDS, AbstractStore
 from coal_mine.models import (
     AlreadyExistsError,
     Canary,
     HistoryEntry,
     NewNotification,
     Notification,
+    Output,
     PrunePolicy,
     WorkerHeartbeat,
 )
@@ -40,6 +41,7 @@ class MemoryStore(AbstractStore):
         self._ids = itertools.count(1)
         self._heartbeats: dict[str, WorkerHeartbeat] = {}
         self._settings: dict[str, str] = {}
+        self._outputs: dict[str, list[tuple[datetime, Output]]] = {}  # newest first
 
     def create(self, canary: Canary) -> None:
         with self._lock:
@@ -76,6 +78,7 @@ class MemoryStore(AbstractStore):
     def _copy(canary: Canary, history: bool) -> Canary:
         result = copy.copy(canary)
         result.emails = list(canary.emails)
+        result.runs = list(canary.runs)
         result.history = list(canary.history or []) if history else None
         return result
 
@@ -92,6 +95,7 @@ class MemoryStore(AbstractStore):
         history: HistoryEntry | None = None,
         prune: PrunePolicy | None = None,
         notifications: Iterable[NewNotification] = (),
+        output: Output | None = None,
     ) -> bool:
         with self._lock:
             canary = self._canaries.get(canary_id)
@@ -108,15 +112,18 @@ class MemoryStore(AbstractStore):
             if badge_owner not in (None, canary_id):
                 raise AlreadyExistsError("badge_key", changes["badge_key"])
             for name, value in changes.items():
-                if name not in CANARY_FIELDS:
+                if name not in ALL_FIELDS:
                     raise ValueError(f"unknown canary field {name}")
-                setattr(canary, name, list(value) if name == "emails" else value)
+                setattr(canary, name, list(value) if name in ("emails", "runs") else value)
             if history is not None:
                 entries = canary.history if canary.history is not None else []
                 entries.insert(0, history)
+                if output is not None:
+                    self._outputs.setdefault(canary_id, []).insert(0, (history[0], output))
                 if prune is not None:
                     prune_history(entries, prune)
                 canary.history = entries
+                self._prune_outputs(canary)
             for new in notifications:
                 nid = next(self._ids)
                 self._notifications[nid] = Notification(
@@ -129,8 +136,20 @@ class MemoryStore(AbstractStore):
                 )
             return True
 
+    def _prune_outputs(self, canary: Canary) -> None:
+        """Outputs go with their history entries: none older than the oldest entry left."""
+        kept = self._outputs.get(canary.id)
+        if kept and canary.history:
+            oldest = canary.history[-1][0]
+            kept[:] = [item for item in kept if item[0] >= oldest]
+
+    def outputs(self, canary_id: str) -> list[tuple[datetime, Output]]:
+        with self._lock:
+            return list(self._outputs.get(canary_id, []))
+
     def delete(self, canary_id: str) -> bool:
         with self._lock:
+            self._outputs.pop(canary_id, None)
             return self._canaries.pop(canary_id, None) is not None
 
     def iter_canaries(
@@ -157,6 +176,16 @@ class MemoryStore(AbstractStore):
     def due_canaries(self, now: datetime, limit: int) -> list[Canary]:
         with self._lock:
             due = sorted(((d, c) for d, c in self._watched() if d < now), key=lambda pair: pair[0])
+            return [self._copy(c, False) for _, c in due[:limit]]
+
+    def earliest_alarm(self) -> datetime | None:
+        with self._lock:
+            return min((c.alarm for c in self._canaries.values() if c.alarm is not None), default=None)
+
+    def due_alarms(self, now: datetime, limit: int) -> list[Canary]:
+        with self._lock:
+            due = [(c.alarm, c) for c in self._canaries.values() if c.alarm is not None and c.alarm <= now]
+            due.sort(key=lambda item: item[0])
             return [self._copy(c, False) for _, c in due[:limit]]
 
     def _heads(self) -> list[Notification]:

@@ -7,6 +7,8 @@ from datetime import datetime
 from typing import Any, NamedTuple
 
 HistoryEntry = tuple[datetime, str]
+# An open run: (run id or None, start time, whether its max_runtime overrun was reported).
+Run = tuple[str | None, datetime, bool]
 
 # The fields of a canary in the API's JSON, in Coal Mine's order (see api.canary_to_json).
 CANARY_JSON_FIELDS = (
@@ -29,7 +31,12 @@ NOTIFICATION_HISTORY_ENTRIES = 15
 
 @dataclass
 class Canary:
-    """One monitored task. `history` is newest first; None when not loaded."""
+    """One monitored task. `history` is newest first; None when not loaded.
+
+    The fields after `badge_key` belong to run reporting (coal_mine/runs.py); a canary
+    that never uses it keeps their defaults, and stores leave them out of its record.
+    `alarm` is when the run rules next need a look (a snooze ending, a run overrunning).
+    """
 
     id: str
     name: str
@@ -42,6 +49,21 @@ class Canary:
     deadline: datetime | None = None
     history: list[HistoryEntry] | None = None
     badge_key: str | None = None  # public name for status badges; None on canaries made by 0.7
+    max_runtime: float | None = None
+    failed: bool = False
+    runs: list[Run] = field(default_factory=list)
+    last_duration: float | None = None
+    snooze_until: datetime | None = None
+    alarm: datetime | None = None
+
+
+@dataclass(frozen=True)
+class Output:
+    """What a job sent in a POST body, kept with its history entry."""
+
+    text: str  # decoded as UTF-8 with replacement, at most [wsgi] max_body bytes of it
+    size: int  # bytes received (more than were kept when `truncated`)
+    truncated: bool = False
 
 
 @dataclass

@@ -111,12 +111,14 @@ def start_background(config: Config, logic: BusinessLogic) -> Callable[[], None]
     periodic rescan picks up writes made by other processes.
     """
     from coal_mine.notify import OutboxSender, SMTPNotifier
+    from coal_mine.run_alarms import RunAlarmWatcher
     from coal_mine.watcher import Watcher
 
     settings = config.watcher
     watcher = Watcher(
         logic, rescan_interval=settings.rescan_interval, retry_max_delay=settings.retry_max_delay
     )
+    alarms = RunAlarmWatcher(logic, rescan_interval=settings.rescan_interval)
     notifier = SMTPNotifier(config.email) if config.email.sender else None
     if notifier is None:
         log.warning(
@@ -140,11 +142,13 @@ def start_background(config: Config, logic: BusinessLogic) -> Callable[[], None]
     def changed() -> None:
         previous()
         watcher.wake()
+        alarms.wake()
         sender.wake()
 
     logic.on_change = changed
     stop_operations = start_operations(config, logic, watcher)
     watcher.start()
+    alarms.start()
     sender.start()
 
     def wake() -> None:
@@ -158,6 +162,7 @@ def start_background(config: Config, logic: BusinessLogic) -> Callable[[], None]
         logic.on_change = previous
         stop_operations()
         watcher.stop()
+        alarms.stop()
         if sender.stop() and notifier is not None:
             notifier.close()
 
@@ -180,6 +185,7 @@ def make_app(config_path: str | None = None) -> Api:
         read_only_auth_key=wsgi.read_only_auth_key,
         web=config.web,
         worker_timeout=config.health.worker_timeout,
+        max_body=wsgi.max_body,
     )
 
 
@@ -274,6 +280,7 @@ def _serve(args: argparse.Namespace) -> int:
                         read_only_auth_key=wsgi.read_only_auth_key,
                         web=config.web,
                         worker_timeout=config.health.worker_timeout,
+                        max_body=wsgi.max_body,
                     ),
                     workers=wsgi.workers,
                     quick=Api.is_trigger_path,

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from coal_mine.abstract_store import TRIGGER_COMMENT
 from coal_mine.models import Canary, CanaryStatus, CanaryTotals, OutboxSummary, WorkerHeartbeat
 from coal_mine.sql_shared import HEARTBEAT_COLUMNS, from_micros, heartbeat_from_row, to_micros
+from coal_mine.sqlite_schema import CANARY_COLUMNS, due_row_to_canary
 
 if TYPE_CHECKING:
     from contextlib import AbstractContextManager
@@ -84,13 +85,11 @@ class SQLiteOperations:
             return conn.execute("SELECT value FROM settings WHERE name = ?", (name,)).fetchone()[0]
 
     def canary_for_badge(self, badge_key: str) -> Canary | None:
-        from coal_mine.sqlite_store import _CANARY_COLUMNS, _due_row_to_canary
-
         with self._read() as conn:
             row = conn.execute(
-                f"SELECT {_CANARY_COLUMNS} FROM canaries WHERE badge_key = ?", (badge_key,)
+                f"SELECT {CANARY_COLUMNS} FROM canaries WHERE badge_key = ?", (badge_key,)
             ).fetchone()
-        return _due_row_to_canary(row) if row else None
+        return due_row_to_canary(row) if row else None
 
     def canary_totals(self) -> CanaryTotals:
         with self._private() as conn:

@@ -1,6 +1,14 @@
-"""The SQLite schema, as numbered migrations (`PRAGMA user_version` says which ran)."""
+"""The SQLite store's schema and its conversions between rows and canaries."""
 
 from __future__ import annotations
+
+import json
+from typing import Any
+
+from coal_mine.models import Canary, HistoryEntry, Notification, Run
+from coal_mine.sql_shared import NOTIFICATION_COLUMNS, from_micros, notification_from_row, to_micros
+
+to_db, from_db = to_micros, from_micros
 
 # Each entry migrates the schema from version N to N + 1.
 MIGRATIONS = [
@@ -69,5 +77,95 @@ MIGRATIONS = [
         value TEXT NOT NULL
     ) STRICT;
     """,
+    # 4: run reporting (coal_mine/runs.py). A job's output lives in its history entry,
+    # so it is pruned with it.
+    """
+    ALTER TABLE canaries ADD COLUMN max_runtime REAL;
+    ALTER TABLE canaries ADD COLUMN failed INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE canaries ADD COLUMN runs TEXT;
+    ALTER TABLE canaries ADD COLUMN last_duration REAL;
+    ALTER TABLE canaries ADD COLUMN snooze_until INTEGER;
+    ALTER TABLE canaries ADD COLUMN alarm INTEGER;
+    CREATE INDEX canaries_alarm ON canaries (alarm) WHERE alarm IS NOT NULL;
+    ALTER TABLE history ADD COLUMN output TEXT;
+    ALTER TABLE history ADD COLUMN output_size INTEGER;
+    ALTER TABLE history ADD COLUMN output_cut INTEGER;
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
+
+CANARY_COLUMNS = (
+    "seq, id, name, slug, periodicity, description, emails, paused, late, deadline, badge_key, "
+    "max_runtime, failed, runs, last_duration, snooze_until, alarm"
+)
+NCOLUMNS = 17
+
+
+def runs_to_db(runs: list[Run]) -> str | None:
+    return json.dumps([[rid, to_db(start), overdue] for rid, start, overdue in runs]) if runs else None
+
+
+def runs_from_db(text: str | None) -> list[Run]:
+    return [(rid, from_db(int(start)), bool(overdue)) for rid, start, overdue in json.loads(text or "[]")]
+
+
+def column_value(name: str, value: Any) -> Any:
+    if name in ("deadline", "snooze_until", "alarm"):
+        return to_db(value)
+    if name == "emails":
+        return json.dumps(list(value))
+    if name in ("paused", "late", "failed"):
+        return int(bool(value))
+    if name == "runs":
+        return runs_to_db(value)
+    return value
+
+
+def row_to_canary(row: tuple, history: list[HistoryEntry] | None) -> Canary:
+    _seq, cid, name, slug, periodicity, description, emails, paused, late, deadline, badge_key = row[:11]
+    max_runtime, failed, runs, last_duration, snooze_until, alarm = row[11:NCOLUMNS]
+    return Canary(
+        id=cid,
+        name=name,
+        slug=slug,
+        periodicity=periodicity,
+        description=description,
+        emails=json.loads(emails),
+        paused=bool(paused),
+        late=bool(late),
+        deadline=from_db(deadline),
+        history=history,
+        badge_key=badge_key,
+        max_runtime=max_runtime,
+        failed=bool(failed),
+        runs=runs_from_db(runs),
+        last_duration=last_duration,
+        snooze_until=from_db(snooze_until),
+        alarm=from_db(alarm),
+    )
+
+
+def due_row_to_canary(row: tuple) -> Canary:
+    """Like row_to_canary, but an emails value that cannot be decoded reads as [], so
+    one corrupt row cannot hide the other due canaries from the watcher (which
+    re-reads each canary with get() and so still meets the error, with its id)."""
+    try:
+        return row_to_canary(row, None)
+    except ValueError:
+        return row_to_canary((*row[:6], "[]", *row[7:13], None, *row[14:]), None)
+
+
+def row_to_notification(row: tuple) -> Notification:
+    return notification_from_row(row, from_db, json.loads)
+
+
+NOTE_COLUMNS = ", ".join(NOTIFICATION_COLUMNS)
+# The oldest pending notification of each canary: only it may be sent, so that
+# one canary's messages always go out in the order they happened.
+HEADS = (
+    "FROM notifications n WHERE n.nid = "
+    "(SELECT MIN(m.nid) FROM notifications m WHERE m.canary_id = n.canary_id)"
+)
+CLAIMABLE = (
+    f"{HEADS} AND n.not_before <= ? AND (n.lease_until IS NULL OR n.lease_until <= ?) ORDER BY n.nid LIMIT 1"
+)

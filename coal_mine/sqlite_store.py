@@ -12,95 +12,42 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from coal_mine.abstract_store import CANARY_FIELDS, AbstractStore
+from coal_mine.abstract_store import ALL_FIELDS, RUN_FIELDS, AbstractStore
 from coal_mine.sqlite_errors import refuse_foreign_tables, unavailable_on_failure
 from coal_mine.sqlite_ops import SQLiteOperations
-from coal_mine.sqlite_schema import MIGRATIONS as _MIGRATIONS
-from coal_mine.sqlite_schema import SCHEMA_VERSION
 from coal_mine.models import (
     AlreadyExistsError,
     Canary,
     HistoryEntry,
     NewNotification,
     Notification,
+    Output,
     PrunePolicy,
     StoreUnavailableError,
 )
+from coal_mine.sql_shared import Execute, last_entries_query, prune_rows
 from coal_mine.sqlite_group_commit import GroupCommit
-from coal_mine.sql_shared import (
-    NOTIFICATION_COLUMNS,
-    Execute,
-    from_micros,
-    notification_from_row,
-    prune_rows,
-    to_micros,
+from coal_mine.sqlite_schema import (
+    CANARY_COLUMNS,
+    CLAIMABLE,
+    HEADS,
+    MIGRATIONS,
+    NCOLUMNS,
+    NOTE_COLUMNS,
+    SCHEMA_VERSION,
+    column_value,
+    due_row_to_canary,
+    from_db,
+    row_to_canary,
+    row_to_notification,
+    to_db,
 )
-from coal_mine.sql_shared import last_entries_query
 
 log = logging.getLogger(__name__)
 
 
-_CANARY_COLUMNS = "seq, id, name, slug, periodicity, description, emails, paused, late, deadline, badge_key"
-
-
-_to_db, _from_db = to_micros, from_micros
-
-
 def _rowcount(conn: sqlite3.Connection) -> Execute:
     return lambda sql, params: conn.execute(sql, params).rowcount
-
-
-def _column_value(name: str, value: Any) -> Any:
-    if name == "deadline":
-        return _to_db(value)
-    if name == "emails":
-        return json.dumps(list(value))
-    if name in ("paused", "late"):
-        return int(bool(value))
-    return value
-
-
-def _row_to_canary(row: tuple, history: list[HistoryEntry] | None) -> Canary:
-    _seq, cid, name, slug, periodicity, description, emails, paused, late, deadline, badge_key = row
-    return Canary(
-        id=cid,
-        name=name,
-        slug=slug,
-        periodicity=periodicity,
-        description=description,
-        emails=json.loads(emails),
-        paused=bool(paused),
-        late=bool(late),
-        deadline=_from_db(deadline),
-        history=history,
-        badge_key=badge_key,
-    )
-
-
-def _due_row_to_canary(row: tuple) -> Canary:
-    """Like _row_to_canary, but an emails value that cannot be decoded reads as [], so
-    one corrupt row cannot hide the other due canaries from the watcher (which
-    re-reads each canary with get() and so still meets the error, with its id)."""
-    try:
-        return _row_to_canary(row, None)
-    except ValueError:
-        return _row_to_canary((*row[:6], "[]", *row[7:]), None)
-
-
-def _row_to_notification(row: tuple) -> Notification:
-    return notification_from_row(row, _from_db, json.loads)
-
-
-_NOTE_COLUMNS = ", ".join(NOTIFICATION_COLUMNS)
-# The oldest pending notification of each canary: only it may be sent, so that
-# one canary's messages always go out in the order they happened.
-_HEADS = (
-    "FROM notifications n WHERE n.nid = "
-    "(SELECT MIN(m.nid) FROM notifications m WHERE m.canary_id = n.canary_id)"
-)
-_CLAIMABLE = (
-    f"{_HEADS} AND n.not_before <= ? AND (n.lease_until IS NULL OR n.lease_until <= ?) ORDER BY n.nid LIMIT 1"
-)
 
 
 class SQLiteStore(SQLiteOperations, AbstractStore):
@@ -178,7 +125,7 @@ class SQLiteStore(SQLiteOperations, AbstractStore):
                     f"({SCHEMA_VERSION})"
                 )
             for step in range(version, SCHEMA_VERSION):
-                for statement in _MIGRATIONS[step].split(";"):
+                for statement in MIGRATIONS[step].split(";"):
                     if statement.strip():
                         conn.execute(statement)
                 if version:
@@ -203,8 +150,9 @@ class SQLiteStore(SQLiteOperations, AbstractStore):
             with self._write() as conn:
                 seq = conn.execute(
                     "INSERT INTO canaries (id, name, slug, periodicity, description, emails, "
-                    "paused, late, deadline, history_count, history_oldest, badge_key) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                    "paused, late, deadline, history_count, history_oldest, badge_key, "
+                    "max_runtime, failed, runs, last_duration, snooze_until, alarm) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
                     "RETURNING seq",
                     (
                         canary.id,
@@ -215,15 +163,16 @@ class SQLiteStore(SQLiteOperations, AbstractStore):
                         json.dumps(canary.emails),
                         int(canary.paused),
                         int(canary.late),
-                        _to_db(canary.deadline),
+                        to_db(canary.deadline),
                         len(history),
-                        _to_db(min((ts for ts, _ in history), default=None)),
+                        to_db(min((ts for ts, _ in history), default=None)),
                         canary.badge_key,
+                        *(column_value(n, getattr(canary, n)) for n in RUN_FIELDS),
                     ),
                 ).fetchone()[0]
                 conn.executemany(
                     "INSERT INTO history (canary_seq, ts, comment) VALUES (?, ?, ?)",
-                    [(seq, _to_db(ts), comment) for ts, comment in reversed(history)],
+                    [(seq, to_db(ts), comment) for ts, comment in reversed(history)],
                 )
         except sqlite3.IntegrityError as exc:
             raise self._clash(exc, canary.id, canary.slug) from exc
@@ -242,22 +191,20 @@ class SQLiteStore(SQLiteOperations, AbstractStore):
         rows = conn.execute(
             "SELECT ts, comment FROM history WHERE canary_seq = ? ORDER BY ts DESC, hid DESC", (seq,)
         )
-        return [(_from_db(ts), comment) for ts, comment in rows]
+        return [(from_db(ts), comment) for ts, comment in rows]
 
     def get(self, canary_id: str, *, history: bool = True) -> Canary | None:
         with self._read() as conn:
-            row = conn.execute(
-                f"SELECT {_CANARY_COLUMNS} FROM canaries WHERE id = ?", (canary_id,)
-            ).fetchone()
+            row = conn.execute(f"SELECT {CANARY_COLUMNS} FROM canaries WHERE id = ?", (canary_id,)).fetchone()
             if row is None:
                 return None
             entries = self._history(conn, row[0]) if history else None
-        return _row_to_canary(row, entries)
+        return row_to_canary(row, entries)
 
     def last_entries(self, canary_ids: Sequence[str], prefix: str) -> dict[str, datetime]:
         with self._read() as conn:
             rows = conn.execute(*last_entries_query(canary_ids, prefix, "?")).fetchall() if canary_ids else []
-        return {canary_id: _from_db(ts) for canary_id, ts in rows if ts is not None}
+        return {canary_id: from_db(ts) for canary_id, ts in rows if ts is not None}
 
     def id_for_slug(self, slug: str) -> str | None:
         with self._read() as conn:
@@ -273,29 +220,31 @@ class SQLiteStore(SQLiteOperations, AbstractStore):
         history: HistoryEntry | None = None,
         prune: PrunePolicy | None = None,
         notifications: Iterable[NewNotification] = (),
+        output: Output | None = None,
     ) -> bool:
         sets, params = [], []
         expect = expect or {}
         for name, value in changes.items():
-            if name not in CANARY_FIELDS:
+            if name not in ALL_FIELDS:
                 raise ValueError(f"unknown canary field {name}")
             if name in expect and expect[name] == value:
                 continue  # WHERE guarantees it already; leaving it out spares its index pages
             sets.append(f"{name} = ?")
-            params.append(_column_value(name, value))
+            params.append(column_value(name, value))
         if history is not None:
             sets.append("history_count = history_count + 1")
             sets.append("history_oldest = MIN(COALESCE(history_oldest, ?), ?)")
-            params += [_to_db(history[0])] * 2
+            params += [to_db(history[0])] * 2
         where, where_params = ["id = ?"], [canary_id]
         for name, value in expect.items():
-            if name not in CANARY_FIELDS:
+            if name not in ALL_FIELDS:
                 raise ValueError(f"unknown canary field {name}")
-            if value is None:
+            stored = column_value(name, value)
+            if stored is None:
                 where.append(f"{name} IS NULL")
             else:
                 where.append(f"{name} = ?")
-                where_params.append(_column_value(name, value))
+                where_params.append(stored)
         sql = (
             f"UPDATE canaries SET {', '.join(sets) or 'seq = seq'} WHERE {' AND '.join(where)} "
             "RETURNING seq, history_count, history_oldest"
@@ -307,13 +256,15 @@ class SQLiteStore(SQLiteOperations, AbstractStore):
                 return False
             seq, count, oldest = row
             if history is not None:
+                kept = (output.text, output.size, int(output.truncated)) if output else (None,) * 3
                 conn.execute(
-                    "INSERT INTO history (canary_seq, ts, comment) VALUES (?, ?, ?)",
-                    (seq, _to_db(history[0]), history[1]),
+                    "INSERT INTO history (canary_seq, ts, comment, output, output_size, output_cut) "
+                    "VALUES (?, ?, ?, ?, ?, ?)",
+                    (seq, to_db(history[0]), history[1], *kept),
                 )
                 if prune is not None:
                     run = _rowcount(conn)
-                    prune_rows(run, "?", seq, count, oldest, _to_db(prune.older_than), prune)
+                    prune_rows(run, "?", seq, count, oldest, to_db(prune.older_than), prune)
             for new in notifications:
                 conn.execute(
                     "INSERT INTO notifications (canary_id, kind, created, payload, not_before) "
@@ -321,9 +272,9 @@ class SQLiteStore(SQLiteOperations, AbstractStore):
                     (
                         canary_id,
                         new.kind,
-                        _to_db(new.created),
+                        to_db(new.created),
                         json.dumps(new.payload),
-                        _to_db(new.created),
+                        to_db(new.created),
                     ),
                 )
             return True
@@ -358,12 +309,12 @@ class SQLiteStore(SQLiteOperations, AbstractStore):
         try:
             conn.execute(f"PRAGMA busy_timeout = {self._busy_timeout_ms}")
             if not history:
-                rows = conn.execute(f"SELECT {_CANARY_COLUMNS} FROM canaries {clause} ORDER BY seq", params)
+                rows = conn.execute(f"SELECT {CANARY_COLUMNS} FROM canaries {clause} ORDER BY seq", params)
                 for row in rows:
-                    yield _row_to_canary(row, None)
+                    yield row_to_canary(row, None)
                 return
             rows = conn.execute(
-                f"SELECT {_CANARY_COLUMNS}, h.ts, h.comment FROM "
+                f"SELECT {CANARY_COLUMNS}, h.ts, h.comment FROM "
                 f"(SELECT * FROM canaries {clause}) c LEFT JOIN history h ON h.canary_seq = c.seq "
                 "ORDER BY c.seq, h.ts DESC, h.hid DESC",
                 params,
@@ -377,9 +328,9 @@ class SQLiteStore(SQLiteOperations, AbstractStore):
                         yield current
                     current_seq = row[0]
                     entries = []
-                    current = _row_to_canary(row[:11], entries)
-                if row[11] is not None:
-                    entries.append((_from_db(row[11]), row[12]))
+                    current = row_to_canary(row[:NCOLUMNS], entries)
+                if row[NCOLUMNS] is not None:
+                    entries.append((from_db(row[NCOLUMNS]), row[NCOLUMNS + 1]))
             if current is not None:
                 yield current
         finally:
@@ -390,41 +341,65 @@ class SQLiteStore(SQLiteOperations, AbstractStore):
             row = conn.execute(
                 "SELECT MIN(deadline) FROM canaries INDEXED BY canaries_watched WHERE paused = 0 AND late = 0"
             ).fetchone()
-        return _from_db(row[0])
+        return from_db(row[0])
 
     def due_canaries(self, now: datetime, limit: int) -> list[Canary]:
         with self._read() as conn:
             rows = conn.execute(
                 # Without INDEXED BY the planner picks the (paused, late) index and reads
                 # every watched canary: milliseconds per call at 100,000 canaries.
-                f"SELECT {_CANARY_COLUMNS} FROM canaries INDEXED BY canaries_watched "
+                f"SELECT {CANARY_COLUMNS} FROM canaries INDEXED BY canaries_watched "
                 "WHERE paused = 0 AND late = 0 AND deadline < ? "
                 "ORDER BY deadline LIMIT ?",
-                (_to_db(now), limit),
+                (to_db(now), limit),
             ).fetchall()
-        return [_due_row_to_canary(row) for row in rows]
+        return [due_row_to_canary(row) for row in rows]
+
+    def outputs(self, canary_id: str) -> list[tuple[datetime, Output]]:
+        with self._read() as conn:
+            rows = conn.execute(
+                "SELECT h.ts, h.output, h.output_size, h.output_cut FROM history h "
+                "JOIN canaries c ON h.canary_seq = c.seq WHERE c.id = ? AND h.output IS NOT NULL "
+                "ORDER BY h.ts DESC, h.hid DESC",
+                (canary_id,),
+            ).fetchall()
+        return [(from_db(int(ts)), Output(text, size, bool(cut))) for ts, text, size, cut in rows]
+
+    def earliest_alarm(self) -> datetime | None:
+        with self._read() as conn:
+            row = conn.execute("SELECT MIN(alarm) FROM canaries WHERE alarm IS NOT NULL").fetchone()
+        return from_db(row[0])
+
+    def due_alarms(self, now: datetime, limit: int) -> list[Canary]:
+        with self._read() as conn:
+            rows = conn.execute(
+                f"SELECT {CANARY_COLUMNS} FROM canaries WHERE alarm IS NOT NULL AND alarm <= ? "
+                "ORDER BY alarm LIMIT ?",
+                (to_db(now), limit),
+            ).fetchall()
+        return [due_row_to_canary(row) for row in rows]
 
     # --- notification outbox -------------------------------------------------------
 
     def claim_notification(self, now: datetime, owner: str, lease_until: datetime) -> Notification | None:
-        when = _to_db(now)
+        when = to_db(now)
         # The sender looks after every write; most of the time there is nothing to claim,
         # which a plain read answers without taking the database's write lock.
         with self._read() as conn:
-            if conn.execute(f"SELECT 1 {_CLAIMABLE}", (when, when)).fetchone() is None:
+            if conn.execute(f"SELECT 1 {CLAIMABLE}", (when, when)).fetchone() is None:
                 return None
         with self._write() as conn:
             row = conn.execute(
-                f"SELECT {', '.join('n.' + c.strip() for c in _NOTE_COLUMNS.split(','))} {_CLAIMABLE}",
+                f"SELECT {', '.join('n.' + c.strip() for c in NOTE_COLUMNS.split(','))} {CLAIMABLE}",
                 (when, when),
             ).fetchone()
             if row is None:
                 return None
             conn.execute(
                 "UPDATE notifications SET lease_owner = ?, lease_until = ? WHERE nid = ?",
-                (owner, _to_db(lease_until), row[0]),
+                (owner, to_db(lease_until), row[0]),
             )
-        return _row_to_notification(row)
+        return row_to_notification(row)
 
     def complete_notification(self, notification: Notification, owner: str) -> None:
         with self._write() as conn:
@@ -437,20 +412,20 @@ class SQLiteStore(SQLiteOperations, AbstractStore):
             conn.execute(
                 "UPDATE notifications SET attempts = attempts + 1, not_before = ?, lease_owner = NULL, "
                 "lease_until = NULL WHERE nid = ? AND lease_owner = ?",
-                (_to_db(not_before), notification.id, owner),
+                (to_db(not_before), notification.id, owner),
             )
 
     def next_notification_time(self) -> datetime | None:
         with self._read() as conn:
             row = conn.execute(
-                f"SELECT MIN(MAX(n.not_before, COALESCE(n.lease_until, 0))) {_HEADS}"
+                f"SELECT MIN(MAX(n.not_before, COALESCE(n.lease_until, 0))) {HEADS}"
             ).fetchone()
-        return _from_db(row[0])
+        return from_db(row[0])
 
     def pending_notifications(self) -> list[Notification]:
         with self._read() as conn:
-            rows = conn.execute(f"SELECT {_NOTE_COLUMNS} FROM notifications ORDER BY nid").fetchall()
-        return [_row_to_notification(row) for row in rows]
+            rows = conn.execute(f"SELECT {NOTE_COLUMNS} FROM notifications ORDER BY nid").fetchall()
+        return [row_to_notification(row) for row in rows]
 
     def count_notifications(self) -> int:
         with self._read() as conn:

@@ -12,7 +12,9 @@ import pytest
 from coal_mine.api import Api
 from coal_mine.business_logic import BusinessLogic
 from coal_mine.models import PrunePolicy, StoreUnavailableError
-from coal_mine.sqlite_store import _MIGRATIONS, SCHEMA_VERSION, SQLiteStore
+from coal_mine.sqlite_schema import MIGRATIONS as _MIGRATIONS
+from coal_mine.sqlite_schema import SCHEMA_VERSION
+from coal_mine.sqlite_store import SQLiteStore
 
 T0 = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
 MICRO = timedelta(microseconds=1)
