@@ -31,17 +31,29 @@ def render_time(value: object) -> str:
 
 
 def subject(kind: str, name: str) -> str:
-    """The subject line of a `late` or `resumed` message."""
+    """The subject line of a `late`, `failed` or `resumed` message."""
     if kind == "late":
         return f"[LATE] {name} has not reported"
+    if kind == "failed":
+        return f"[FAILED] {name} reported a failure"
     return f"[RESUMED] {name} is reporting again"
 
 
 def body(kind: str, payload: Mapping[str, Any]) -> str:
-    """The plain-text body of a `late` or `resumed` message, line for line as 0.7.1."""
+    """The plain-text body of a `late` or `resumed` message, line for line as 0.7.1; a
+    `failed` message and the `late` message of an overrunning run (coal_mine/runs.py)
+    in the same style."""
     name = payload.get("name", "")
     ident = payload.get("id", "")
-    if kind == "late":
+    if kind == "failed":
+        text = failure_text(name, ident, payload)
+    elif kind == "late" and payload.get("run_started"):
+        text = (
+            f"The canary {name} ({ident}) started a run at {render_time(payload['run_started'])} "
+            "that has not finished.\n"
+            f"\nIts max_runtime is {payload.get('max_runtime')} seconds.\n"
+        )
+    elif kind == "late":
         deadline = render_time(payload.get("deadline"))
         text = f"The canary {name} ({ident}) was expected to report before {deadline}.\n"
     else:
@@ -54,4 +66,20 @@ def body(kind: str, payload: Mapping[str, Any]) -> str:
     history: Sequence[Sequence[Any]] = payload.get("history") or []
     for when, comment in history[:RECENT_EVENTS]:
         text += f"{render_time(when):30} {comment}\n"
+    return text
+
+
+def failure_text(name: object, ident: object, payload: Mapping[str, Any]) -> str:
+    """What a FAILED message says before the recent events: exit status, comment, run time, output."""
+    status = payload.get("exit_status")
+    with_status = f" with exit status {status}" if status is not None else ""
+    when = render_time(payload.get("when"))
+    text = f"The canary {name} ({ident}) reported a failure{with_status} at {when}.\n"
+    if payload.get("comment"):
+        text += f"\nComment: {payload['comment']}\n"
+    if payload.get("duration") is not None:
+        text += f"\nThe run took {payload['duration']:.3f} seconds.\n"
+    if payload.get("output"):
+        cut = " (cut at the server's limit)" if payload.get("output_truncated") else ""
+        text += f"\nThe end of its output{cut}:\n\n{payload['output'].rstrip()}\n"
     return text
