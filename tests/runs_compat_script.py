@@ -1,7 +1,7 @@
 """Coal Mine 0.7.1 requests for canaries that never use run reporting, and their answers.
 
 `python -m tests.runs_compat_script OUT.json` with PYTHONPATH at a checkout from before
-run reporting (commit 9dd28cf) wrote tests/fixtures/runs_compat_golden.json; the test
+run reporting (commit 2e248d4) wrote tests/fixtures/runs_compat_golden.json; the test
 replays the same requests over HTTP on every store and expects the same bytes. It uses
 only interfaces that both versions have.
 """
