@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from coal_mine import cli_runs
 from coal_mine.cli_http import HttpFailure, call
 from coal_mine.cli_output import render, render_failure
 from coal_mine.cli_settings import (
@@ -245,6 +246,7 @@ COMMANDS: dict[str, Command] = {
         "show whether the server can detect late canaries (its health), and its badge key", no_history=False
     ),
 }
+cli_runs.extend(COMMANDS, Param, Command, _IDENT, _COMMENT)
 
 
 def _add_params(parser: argparse.ArgumentParser, command: Command) -> None:
@@ -257,7 +259,7 @@ def _add_params(parser: argparse.ArgumentParser, command: Command) -> None:
                 required = param.group == command.required_group
                 groups[param.group] = parser.add_mutually_exclusive_group(required=required)
             target = groups[param.group]
-        option = f"--{param.name}"
+        option = f"--{param.name.replace('_', '-')}"
         if param.kind == "flag":
             target.add_argument(option, action="store_true", help=param.help)
         elif param.kind == "choice":
@@ -370,7 +372,7 @@ def _execute(args: argparse.Namespace, settings: Settings) -> None:
         except (KeyError, TypeError):
             raise CliError("invalid response to get: no canary id", EXIT_RESPONSE) from None
         args.name = None
-    data = call(settings, command, request_params(args), send_key=command != "trigger")
+    data = call(settings, command, request_params(args), send_key=command not in cli_runs.OPEN_COMMANDS)
     text = render(
         data,
         settings.fmt,

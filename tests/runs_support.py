@@ -26,6 +26,13 @@ class RunServer(InProcessServer):
         self.clock = clock
         self.watcher = Watcher(logic)
         self.alarms = RunAlarmWatcher(logic)
+        self.auth_key = options.get("auth_key")
+
+    def call(self, command: str, timeout: float = 10.0, **params: Any) -> tuple[int, dict[str, Any]]:
+        """As InProcessServer.call, with the server's auth key (ignored where none is needed)."""
+        if self.auth_key:
+            params.setdefault("auth_key", self.auth_key)
+        return super().call(command, timeout, **params)
 
     def tick(self, seconds: float = 0.0) -> None:
         """Move the clock, then run both loops until nothing is due (as their wake-ups would)."""
