@@ -87,7 +87,7 @@ def run_command(command: Sequence[str]) -> tuple[int, bytes]:
         return 127, message.encode()
     assert process.stdout is not None
     out = sys.stdout.buffer
-    while chunk := process.stdout.read1(65536):
+    while chunk := os.read(process.stdout.fileno(), 65536):
         out.write(chunk)
         out.flush()
         tail += chunk
