@@ -46,7 +46,8 @@ def query_parameters(path: str) -> dict[str, dict[str, Any]]:
 def test_documents_exactly_the_routes_the_server_has() -> None:
     commands = Api(BusinessLogic(MemoryStore())).commands
     assert SPEC["openapi"].startswith("3.")
-    canary_paths = {URL_PREFIX + command for command in commands} | {"/{id}"}
+    short_forms = {"/{id}", "/{id}/start", "/{id}/fail", "/{id}/log", "/{id}/{exit_status}"}
+    canary_paths = {URL_PREFIX + command for command in commands} | short_forms
     assert set(SPEC["paths"]) == canary_paths | set(DOCUMENTED_PATHS)
     assert set(PARAMETERS) == set(commands)
 
@@ -65,7 +66,21 @@ def test_short_trigger_path() -> None:
         ("id", "path"),
         ("comment", "query"),
         ("m", "query"),
+        ("rid", "query"),
         ("auth_key", "query"),
+    }
+
+
+@pytest.mark.parametrize("word", ["start", "fail", "log"])
+def test_short_run_paths(word: str) -> None:
+    """Each short form takes what its long form takes, with the id in the path."""
+    params = [resolve(p) for p in operation(f"/{{id}}/{word}")["parameters"]]
+    long_form = {n for n in PARAMETERS[word] if n not in ("id", "slug", "name", "exit_status")}
+    assert {p["name"] for p in params if p["in"] == "query"} == long_form | {"auth_key"}
+    params = [resolve(p) for p in operation("/{id}/{exit_status}")["parameters"]]
+    assert {(p["name"], p["in"]) for p in params if p["in"] == "path"} == {
+        ("id", "path"),
+        ("exit_status", "path"),
     }
 
 
@@ -99,6 +114,7 @@ def test_documented_limits_are_the_enforced_ones() -> None:
     assert by_name["description"]["schema"]["maxLength"] == limits.MAX_DESCRIPTION_LENGTH
     assert by_name["comment"]["schema"]["maxLength"] == limits.MAX_COMMENT_LENGTH
     assert by_name["m"]["schema"]["maxLength"] == limits.MAX_COMMENT_LENGTH
+    assert by_name["rid"]["schema"]["maxLength"] == limits.MAX_RID_LENGTH
     assert by_name["search"]["schema"]["maxLength"] == limits.MAX_SEARCH_LENGTH
     assert by_name["periodicity"]["schema"]["maxLength"] == limits.MAX_SCHEDULE_LENGTH
     assert by_name["email"]["schema"]["maxItems"] == limits.MAX_EMAILS
