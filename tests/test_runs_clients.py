@@ -161,3 +161,35 @@ def test_wrapper_uses_cmcli_settings_and_rejects_bad_ids(srv: RunServer, tmp_pat
         assert done.returncode == 2 and b"error:" in done.stderr
     done = cron_run(srv.base_url, "abcdefgh", "true", home=tmp_path)  # unknown canary: said, not retried
     assert done.returncode == 0 and done.stderr.count(b"404") == 2
+
+
+def readme_crontab_lines() -> list[str]:
+    section = (REPO / "README.md").read_text().split("## Reporting run status", 1)[1].split("\n## ", 1)[0]
+    return [line for line in section.splitlines() if line.startswith("0 3 * * * ")]
+
+
+@pytest.mark.skipif(
+    shutil.which("curl") is None, reason="curl is not installed: the README's curl line needs it"
+)
+@pytest.mark.parametrize("exit_status", [0, 5])
+def test_readme_crontab_lines_work(srv: RunServer, tmp_path: Path, exit_status: int) -> None:
+    lines = readme_crontab_lines()
+    assert len(lines) == 2
+    job = tmp_path / "backup.sh"
+    job.write_text(f'#!/bin/sh\necho backing up "$@"\nexit {exit_status}\n')
+    job.chmod(0o755)
+    wrapper = f"{shutil.which('python3', path='/usr/bin:/bin') or sys.executable} -I {WRAPPER}"
+    for number, line in enumerate(lines):
+        cid = srv.create(f"Job {number}")
+        command = line.removeprefix("0 3 * * * ").replace("http://coal-mine.example.com", srv.base_url)
+        command = command.replace("fbkvlsby", cid).replace("/usr/local/bin/backup.sh", str(job))
+        command = command.replace("coal-mine-run ", f"{wrapper} ").replace(
+            "/tmp/backup.log", str(tmp_path / "log")
+        )
+        env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
+        subprocess.run(["sh", "-c", command], env=env, capture_output=True, timeout=60, check=False)
+        canary = srv.canary(cid, output="1")
+        comments = [comment for _, comment in canary["history"]]
+        expected = "Triggered, ran" if exit_status == 0 else f"Failed (exit status {exit_status}), ran"
+        assert comments[0].startswith(expected) and comments[1] == "Started", (line, comments)
+        assert canary["outputs"][0]["output"].startswith("backing up"), line
