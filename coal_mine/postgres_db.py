@@ -93,6 +93,17 @@ MIGRATIONS = [
         value text NOT NULL
     );
     """,
+    # 3: run reporting (coal_mine/runs.py); a job's output lives in its history entry.
+    """
+    ALTER TABLE canaries ADD COLUMN max_runtime double precision,
+        ADD COLUMN failed boolean NOT NULL DEFAULT false,
+        ADD COLUMN runs jsonb,
+        ADD COLUMN last_duration double precision,
+        ADD COLUMN snooze_until timestamptz(3),
+        ADD COLUMN alarm timestamptz(3);
+    CREATE INDEX canaries_alarm ON canaries (alarm) WHERE alarm IS NOT NULL;
+    ALTER TABLE history ADD COLUMN output text, ADD COLUMN output_size integer, ADD COLUMN output_cut boolean;
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -10,13 +10,15 @@ from typing import Any
 import psycopg
 
 from coal_mine.clock import to_millis, utc
+from coal_mine.models import Canary, NewNotification, Notification, PrunePolicy, Run
 from coal_mine.sql_shared import NOTIFICATION_COLUMNS, notification_from_row, prune_rows
-from coal_mine.models import Canary, NewNotification, Notification, PrunePolicy
 
 CANARY_COLUMNS = (
     "c.seq, c.id, c.name, c.slug, c.periodicity_seconds, c.periodicity_schedule, "
-    "c.description, c.emails, c.paused, c.late, c.deadline, c.badge_key"
+    "c.description, c.emails, c.paused, c.late, c.deadline, c.badge_key, "
+    "c.max_runtime, c.failed, c.runs, c.last_duration, c.snooze_until, c.alarm"
 )
+NCOLUMNS = 18
 HISTORY_ARRAYS = (
     "ARRAY(SELECT h.ts FROM history h WHERE h.canary_seq = c.seq ORDER BY h.ts DESC, h.hid DESC), "
     "ARRAY(SELECT h.comment FROM history h WHERE h.canary_seq = c.seq ORDER BY h.ts DESC, h.hid DESC)"
@@ -44,9 +46,10 @@ def periodicity(value: float | str) -> tuple[float | None, str | None]:
 
 def row_to_canary(row: Any, history: bool) -> Canary:
     _seq, cid, name, slug, seconds, schedule, description, emails, paused, late, deadline, badge = row[:12]
+    max_runtime, failed, runs, last_duration, snooze_until, alarm = row[12:NCOLUMNS]
     entries = None
     if history:
-        entries = [(utc(ts), comment) for ts, comment in zip(row[12], row[13], strict=True)]
+        entries = [(utc(ts), comment) for ts, comment in zip(row[NCOLUMNS], row[NCOLUMNS + 1], strict=True)]
     return Canary(
         id=cid,
         name=name,
@@ -59,7 +62,22 @@ def row_to_canary(row: Any, history: bool) -> Canary:
         deadline=utc(deadline),
         history=entries,
         badge_key=badge,
+        max_runtime=max_runtime,
+        failed=failed,
+        runs=runs_from_db(runs),
+        last_duration=last_duration,
+        snooze_until=utc(snooze_until),
+        alarm=utc(alarm),
     )
+
+
+def runs_to_db(runs: list[Run]) -> list[Any] | None:
+    """Open runs as JSON ([rid, ISO time, overdue] each); None (NULL) for none."""
+    return [[rid, start.isoformat(), overdue] for rid, start, overdue in runs] if runs else None
+
+
+def runs_from_db(value: Any) -> list[Run]:
+    return [(rid, datetime.fromisoformat(start), bool(overdue)) for rid, start, overdue in value or []]
 
 
 def row_to_notification(row: Any) -> Notification:

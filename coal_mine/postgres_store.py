@@ -18,9 +18,10 @@ from typing import Any, TypeVar
 
 import psycopg
 from psycopg import errors
+from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from coal_mine.abstract_store import CANARY_FIELDS, AbstractStore
+from coal_mine.abstract_store import ALL_FIELDS, RUN_FIELDS, AbstractStore
 from coal_mine.clock import utc
 from coal_mine.models import (
     AlreadyExistsError,
@@ -28,6 +29,7 @@ from coal_mine.models import (
     HistoryEntry,
     NewNotification,
     Notification,
+    Output,
     PrunePolicy,
     StoreUnavailableError,
 )
@@ -42,6 +44,7 @@ from coal_mine.postgres_rows import (
     NOTE_COLUMNS,
     ms,
     notes_params,
+    runs_to_db,
     periodicity,
     prune_history,
     prune_needed,
@@ -57,6 +60,9 @@ CONNECT_TIMEOUT = 5  # seconds to open a connection
 POOL_TIMEOUT = 4.0  # seconds a request waits for a free connection
 STATEMENT_TIMEOUT_MS = 5000  # so a request answers (503) before the HTTP request timeout
 _PAGE = 500  # canaries per query while streaming a list
+
+
+_RUN_VALUES = ", ".join(f"%(set_{name})s" for name in RUN_FIELDS)
 
 
 class PostgresStore(PostgresOperations, AbstractStore):
@@ -158,15 +164,16 @@ class PostgresStore(PostgresOperations, AbstractStore):
             "ts": [ms(ts) for ts, _ in history],
             "comments": [comment for _, comment in history],
             "badge_key": canary.badge_key,
+            **{f"set_{name}": self._value(name, getattr(canary, name)) for name in RUN_FIELDS},
         }
 
         def work(conn: psycopg.Connection) -> None:
             conn.execute(
                 "WITH c AS (INSERT INTO canaries (id, name, slug, periodicity_seconds, "
                 "periodicity_schedule, description, emails, paused, late, deadline, history_count, "
-                "history_oldest, badge_key) VALUES (%(id)s, %(name)s, %(slug)s, %(seconds)s, %(schedule)s, "
-                "%(description)s, %(emails)s, %(paused)s, %(late)s, %(deadline)s, %(count)s, %(oldest)s, "
-                "%(badge_key)s) "
+                f"history_oldest, badge_key, {', '.join(RUN_FIELDS)}) VALUES (%(id)s, %(name)s, %(slug)s, "
+                "%(seconds)s, %(schedule)s, %(description)s, %(emails)s, %(paused)s, %(late)s, %(deadline)s, "
+                f"%(count)s, %(oldest)s, %(badge_key)s, {_RUN_VALUES}) "
                 "RETURNING seq), "
                 "h AS (INSERT INTO history (canary_seq, ts, comment) SELECT c.seq, t.ts, t.comment FROM c, "
                 "unnest(%(ts)s::timestamptz[], %(comments)s::text[]) WITH ORDINALITY AS t(ts, comment, o) "
@@ -225,12 +232,13 @@ class PostgresStore(PostgresOperations, AbstractStore):
         history: HistoryEntry | None = None,
         prune: PrunePolicy | None = None,
         notifications: Iterable[NewNotification] = (),
+        output: Output | None = None,
     ) -> bool:
         expect = expect or {}
         sets: list[str] = []
         params: dict[str, Any] = {"id": canary_id}
         for name, value in changes.items():
-            if name not in CANARY_FIELDS:
+            if name not in ALL_FIELDS:
                 raise ValueError(f"unknown canary field {name}")
             if name in expect and expect[name] == value:
                 continue  # the WHERE clause guarantees it already
@@ -246,11 +254,14 @@ class PostgresStore(PostgresOperations, AbstractStore):
                 "history_oldest = LEAST(COALESCE(history_oldest, %(ts)s), %(ts)s)"
             )
             params["ts"], params["comment"] = ms(history[0]), history[1]
+            params["output"] = output.text if output else None
+            params["output_size"] = output.size if output else None
+            params["output_cut"] = output.truncated if output else None
         where = ["id = %(id)s"]
         for name, value in expect.items():
-            if name not in CANARY_FIELDS:
+            if name not in ALL_FIELDS:
                 raise ValueError(f"unknown canary field {name}")
-            if value is None:
+            if self._value(name, value) is None:
                 where.append(f"{name} IS NULL")
             elif name == "periodicity":
                 where.append("periodicity_seconds IS NOT DISTINCT FROM %(x_seconds)s")
@@ -266,7 +277,8 @@ class PostgresStore(PostgresOperations, AbstractStore):
         ]
         if history is not None:
             parts.append(
-                "h AS (INSERT INTO history (canary_seq, ts, comment) SELECT seq, %(ts)s, %(comment)s FROM u)"
+                "h AS (INSERT INTO history (canary_seq, ts, comment, output, output_size, output_cut) "
+                "SELECT seq, %(ts)s, %(comment)s, %(output)s, %(output_size)s, %(output_cut)s FROM u)"
             )
         if notes["kinds"]:
             parts.append(f"n AS ({INSERT_NOTES})")
@@ -293,10 +305,13 @@ class PostgresStore(PostgresOperations, AbstractStore):
 
     @staticmethod
     def _value(name: str, value: Any) -> Any:
-        if name == "deadline":
+        if name in ("deadline", "snooze_until", "alarm"):
             return ms(value)
         if name == "emails":
             return list(value)
+        if name == "runs":
+            runs = runs_to_db(value)
+            return None if runs is None else Jsonb(runs)
         return value
 
     def delete(self, canary_id: str) -> bool:
@@ -354,6 +369,41 @@ class PostgresStore(PostgresOperations, AbstractStore):
             lambda conn: conn.execute(
                 f"SELECT {CANARY_COLUMNS} FROM canaries c WHERE NOT c.paused AND NOT c.late "
                 "AND c.deadline < %s ORDER BY c.deadline LIMIT %s",
+                (now, limit),
+            ).fetchall(),
+            idempotent=True,
+        )
+        return [row_to_canary(row, False) for row in rows]
+
+    # --- run reporting ----------------------------------------------------------------
+
+    def outputs(self, canary_id: str) -> list[tuple[datetime, Output]]:
+        rows = self._run(
+            "get",
+            lambda conn: conn.execute(
+                "SELECT h.ts, h.output, h.output_size, h.output_cut FROM history h "
+                "JOIN canaries c ON h.canary_seq = c.seq WHERE c.id = %s AND h.output IS NOT NULL "
+                "ORDER BY h.ts DESC, h.hid DESC",
+                (canary_id,),
+            ).fetchall(),
+            idempotent=True,
+        )
+        return [(ts.astimezone(UTC), Output(text, size, bool(cut))) for ts, text, size, cut in rows]
+
+    def earliest_alarm(self) -> datetime | None:
+        row = self._run(
+            "watch",
+            lambda conn: conn.execute("SELECT min(alarm) FROM canaries WHERE alarm IS NOT NULL").fetchone(),
+            idempotent=True,
+        )
+        return utc(row[0]) if row else None
+
+    def due_alarms(self, now: datetime, limit: int) -> list[Canary]:
+        rows = self._run(
+            "watch",
+            lambda conn: conn.execute(
+                f"SELECT {CANARY_COLUMNS} FROM canaries c WHERE c.alarm IS NOT NULL AND c.alarm <= %s "
+                "ORDER BY c.alarm LIMIT %s",
                 (now, limit),
             ).fetchall(),
             idempotent=True,

@@ -62,7 +62,9 @@ def read_output(environ: dict[str, Any] | None, max_body: int) -> Output | None:
         if not chunk:
             break
         left -= len(chunk)
-    return Output(data.decode("utf-8", errors="replace"), length, truncated=length > len(data))
+    # NUL becomes U+FFFD like undecodable bytes: PostgreSQL text cannot hold it.
+    text = data.decode("utf-8", errors="replace").replace("\x00", "\ufffd")
+    return Output(text, length, truncated=length > len(data))
 
 
 def _answer(recovered: bool, unpaused: bool, state: str, duration: float | None) -> bytes:

@@ -77,7 +77,7 @@ def test_no_auth_key_needed(store: AbstractStore, clock: FakeClock) -> None:
         cid = body["canary"]["id"]
         for path in (f"/{cid}/start", f"/{cid}/log", f"/{cid}/0", f"/{cid}/3", "start?id=" + cid):
             assert srv.request("GET", path)[0] == 200, path
-        assert srv.call("get", id=cid)[0] == 401
+        assert srv.request("GET", "get", id=cid)[0] == 401
 
 
 # --- state transitions: every event in every state ----------------------------------------------
@@ -332,7 +332,7 @@ def test_the_normal_deadline_still_applies_while_running(srv: RunServer) -> None
         (b"z" * 5000, "z" * 100, True),
         (b"ok \xff\xfe end", "ok \ufffd\ufffd end", False),
         ("caf\u00e9 \u2713".encode(), "caf\u00e9 \u2713", False),
-        (b"a\x00b\x1b[31mred\r\n", "a\x00b\x1b[31mred\r\n", False),
+        (b"a\x00b\x1b[31mred\r\n", "a\ufffdb\x1b[31mred\r\n", False),
     ],
 )
 def test_output_capture(srv: RunServer, body: bytes, text: str, truncated: bool) -> None:
@@ -375,7 +375,7 @@ def test_failed_notification_excerpt_keeps_tabs_and_newlines(srv: RunServer) -> 
     cid = srv.create(email="ops@example.com")
     srv.request("POST", f"/{cid}/fail", b"\x00one\ttwo\r\nthree\x07\x7f\xc2\x85")
     (note,) = srv.store.pending_notifications()
-    assert note.payload["output"] == "one\ttwo\nthree" and note.payload["output_truncated"] is False
+    assert note.payload["output"] == "\ufffdone\ttwo\nthree" and note.payload["output_truncated"] is False
 
 
 def test_failed_notification_carries_an_excerpt(srv: RunServer) -> None:
