@@ -240,6 +240,12 @@ class RunLogic:
         paused = changes.get("paused", canary.paused)
         snooze = changes.get("snooze_until", canary.snooze_until)
         changes["alarm"] = alarm_of(paused, snooze, runs, canary.max_runtime)
+        updated = Canary(**{**canary.__dict__, **changes})
+        # Run fields that keep their value are left out of the write: `runs` and `failed`
+        # are expected as read, and any other writer of the rest changes one of them too.
+        for name in ("runs", "alarm", "snooze_until", "last_duration"):
+            if name in changes and changes[name] == getattr(canary, name):
+                del changes[name]
         expect = {**logic._expect(canary), "runs": canary.runs, "failed": canary.failed}
         ok = store.update(
             canary.id,
@@ -252,19 +258,18 @@ class RunLogic:
         )
         if not ok:
             return None
-        new_deadline = changes.get("deadline", canary.deadline)
+        new_deadline, alarm = updated.deadline, updated.alarm
         wake = (
             notifications
             or canary.paused != paused
-            or canary.late != changes.get("late", canary.late)
+            or canary.late != updated.late
             or (new_deadline is not None and (canary.deadline is None or new_deadline < canary.deadline))
-            or (changes["alarm"] is not None and (canary.alarm is None or changes["alarm"] < canary.alarm))
+            or (alarm is not None and (canary.alarm is None or alarm < canary.alarm))
         )
         if wake:
             logic.on_change()
         recovered = event == "success" and canary.late
         unpaused = event in ("success", "fail") and canary.paused
-        updated = Canary(**{**canary.__dict__, **changes})
         return recovered, unpaused, state_of(updated), duration
 
     @staticmethod

@@ -12,7 +12,7 @@ import re
 from typing import TYPE_CHECKING, Any
 
 from coal_mine.models import Output
-from coal_mine.runs import parse_exit_status
+from coal_mine.runs import STATES, parse_exit_status
 
 if TYPE_CHECKING:
     from coal_mine.api import Api, Request
@@ -74,6 +74,15 @@ def _answer(recovered: bool, unpaused: bool, state: str, duration: float | None)
     return (json.dumps(data, indent=4) + "\n").encode("utf-8")
 
 
+# The answers without a duration, encoded once (the common case: start, log, an unpaired end).
+_ANSWERS = {
+    (recovered, unpaused, state): _answer(recovered, unpaused, state, None)
+    for recovered in (False, True)
+    for unpaused in (False, True)
+    for state in STATES
+}
+
+
 class RunRoutes:
     """The handlers; `api` gives them its logic, canary lookup and body limit."""
 
@@ -87,10 +96,12 @@ class RunRoutes:
             comment = request.string("m") or ""
         canary_id = request.string("id") or self.api._identify(request)
         output = read_output(request.environ, self.api.max_body)
-        result = self.api.logic.runs.report(
+        recovered, unpaused, state, duration = self.api.logic.runs.report(
             canary_id, event, comment, rid=request.string("rid"), exit_status=exit_status, output=output
         )
-        return _answer(*result)
+        if duration is None:
+            return _ANSWERS[recovered, unpaused, state]
+        return _answer(recovered, unpaused, state, duration)
 
     def start(self, request: Request) -> bytes:
         return self._report(request, "start")
