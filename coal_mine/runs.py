@@ -347,7 +347,9 @@ class RunLogic:
                     snooze_until=None,
                     deadline=logic.deadline_after(canary.periodicity, now),
                 )
-            elif not canary.paused and canary.max_runtime is not None:
+            elif canary.snooze_until is not None and not canary.paused:
+                changes["snooze_until"] = None  # unpaused meanwhile by a process that knows no snoozes
+            if not canary.paused and canary.max_runtime is not None:
                 limit = timedelta(seconds=canary.max_runtime)
                 over = [run for run in runs if not run[2] and run[1] + limit <= now]
                 runs = [(rid, start, overdue or start + limit <= now) for rid, start, overdue in runs]

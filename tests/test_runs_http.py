@@ -195,6 +195,13 @@ def test_transition(srv: RunServer, state: str, event: str) -> None:
         assert canary["deadline"] == (srv.clock.now() + timedelta(seconds=60)).isoformat()
 
 
+def test_a_new_periodicity_does_not_end_a_failure(srv: RunServer) -> None:
+    cid = _enter(srv, "failed")
+    status, body = srv.call("update", id=cid, periodicity="7200")
+    assert status == 200 and body["canary"]["late"] is True and body["canary"]["state"] == "failed"
+    assert srv.kinds() == ["failed"]
+
+
 def test_late_and_paused_keeps_late_for_its_resumed(srv: RunServer) -> None:
     cid = _enter(srv, "late")
     srv.call("pause", id=cid, until="60")
