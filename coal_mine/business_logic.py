@@ -306,7 +306,7 @@ class BusinessLogic:
                     last = canary.history[0][0] if canary.history else now
                     deadline = self.deadline_after(periodicity, last)
                     changes["deadline"] = deadline
-                    late = deadline < now or canary.failed  # only a success ends a failure
+                    late = deadline < now or canary.failed and canary.late  # only a success ends a failure
                     if late != canary.late:
                         changes["late"] = late
                         updated = Canary(**{**canary.__dict__, **changes})

@@ -22,7 +22,9 @@ from bson import ObjectId
 
 from coal_mine.clock import utc
 
+from coal_mine.abstract_store import RUN_FIELDS
 from coal_mine.models import Canary, NewNotification
+from coal_mine.mongo_runs import run_fields, stored
 
 # At most this many events wait in one canary document. A write that would add
 # one more first moves them to the outbox, so a document never nears MongoDB's
@@ -56,6 +58,8 @@ def field_value(name: str, value: Any) -> Any:
         return float(value)  # Coal Mine stores numeric periodicities as doubles
     if name in ("paused", "late"):
         return bool(value)
+    if name in RUN_FIELDS:
+        return stored(name, value)
     return value
 
 
@@ -76,6 +80,7 @@ def doc_to_canary(doc: Mapping[str, Any], history: bool) -> Canary:
         deadline=utc(doc.get("deadline")),
         history=[(utc_time(ts), comment) for ts, comment in doc.get("history") or []] if history else None,
         badge_key=doc.get("badge_key") or None,
+        **run_fields(doc),
     )
 
 
@@ -96,6 +101,10 @@ def canary_to_doc(canary: Canary) -> dict[str, Any]:
         doc["deadline"] = canary.deadline
     if canary.badge_key is not None:
         doc["badge_key"] = canary.badge_key  # a string: Coal Mine 0.7 keeps and shows it
+    for name in RUN_FIELDS:  # only those in use (see mongo_runs)
+        value = stored(name, getattr(canary, name))
+        if value is not None:
+            doc[name] = value
     return doc
 
 

@@ -26,7 +26,7 @@ from pymongo import ASCENDING
 from pymongo.collection import Collection
 from pymongo.errors import DuplicateKeyError, OperationFailure
 
-from coal_mine.abstract_store import CANARY_FIELDS, AbstractStore
+from coal_mine.abstract_store import ALL_FIELDS, RUN_FIELDS, AbstractStore
 from coal_mine.clock import Clock, utc
 from coal_mine.models import (
     AlreadyExistsError,
@@ -34,6 +34,7 @@ from coal_mine.models import (
     HistoryEntry,
     NewNotification,
     Notification,
+    Output,
     PrunePolicy,
     StoreUnavailableError,
 )
@@ -49,6 +50,7 @@ from coal_mine.mongo_docs import (
 from coal_mine.mongo_legacy import adopt_legacy, migrate_old_layout
 from coal_mine.mongo_ops import BADGE_INDEX, MongoOperations
 from coal_mine.mongo_outbox import MongoOutbox
+from coal_mine.mongo_runs import MongoRunData
 from coal_mine.mongo_retry import DEFAULT_RETRY_DELAYS, Retrier, result_count
 from coal_mine.mongo_settings import MongoSettingsError, connect
 
@@ -84,11 +86,16 @@ class MongoStore(MongoOperations, AbstractStore):
         self._clock = clock or Clock()
         self.canaries: Collection[Any] = database["canaries"]
         self.outbox: Collection[Any] = database["notifications"]
+        self.run_outputs: Collection[Any] = database["run_outputs"]
 
     @property
     def _outbox(self) -> MongoOutbox:
         # Built on use: tests swap `canaries` for a wrapper that injects failures.
         return MongoOutbox(self.canaries, self.outbox, self._retry, self._clock)
+
+    @property
+    def _runs(self) -> MongoRunData:
+        return MongoRunData(self.canaries, self.run_outputs, self._retry)
 
     @classmethod
     def from_settings(
@@ -129,6 +136,7 @@ class MongoStore(MongoOperations, AbstractStore):
             (self.canaries, [("notify", ASCENDING)], {}),  # Coal Mine's pending notifications
             *self._outbox.indexes(),
             (self.canaries, *BADGE_INDEX),  # badges; Coal Mine 0.7's canaries have none
+            *self._runs.indexes(),
         ]
         for collection, keys, options in wanted:
             try:
@@ -183,9 +191,9 @@ class MongoStore(MongoOperations, AbstractStore):
 
     @staticmethod
     def _condition(name: str, value: Any) -> Any:
-        if name not in CANARY_FIELDS:
+        if name not in ALL_FIELDS:
             raise ValueError(f"unknown canary field {name}")
-        if value is None:
+        if value is None or (name in RUN_FIELDS and field_value(name, value) is None):
             return None  # matches a missing field too
         if name in ("paused", "late") and not value:
             return {"$ne": True}  # a document without the flag counts as false
@@ -200,6 +208,7 @@ class MongoStore(MongoOperations, AbstractStore):
         history: HistoryEntry | None = None,
         prune: PrunePolicy | None = None,
         notifications: Iterable[NewNotification] = (),
+        output: Output | None = None,
     ) -> bool:
         # A document still carrying Coal Mine's `notify: true` is never changed
         # before that message is adopted (see mongo_legacy): the message describes
@@ -210,10 +219,10 @@ class MongoStore(MongoOperations, AbstractStore):
         sets: dict[str, Any] = {}
         unsets: dict[str, str] = {}
         for name, value in changes.items():
-            if name not in CANARY_FIELDS:
+            if name not in ALL_FIELDS:
                 raise ValueError(f"unknown canary field {name}")
-            if value is None:
-                unsets[name] = ""
+            if value is None or (name in RUN_FIELDS and field_value(name, value) is None):
+                unsets[name] = ""  # a run field at its default is not stored
             else:
                 sets[name] = field_value(name, value)
         ops: dict[str, Any] = {}
@@ -286,6 +295,8 @@ class MongoStore(MongoOperations, AbstractStore):
                 log.warning("Cannot move canary %s's event to the outbox yet: %s", canary_id, exc)
         if history is not None and prune is not None:
             self._prune(canary_id, prune)
+        if history is not None and output is not None:
+            self._runs.add(canary_id, history[0], output)
         return True
 
     def _prune(self, canary_id: str, policy: PrunePolicy) -> None:
@@ -332,6 +343,7 @@ class MongoStore(MongoOperations, AbstractStore):
 
             result = self._retry.run("delete", partial(self.canaries.delete_one, query), deleted)
             if result_count(result, "deleted_count") == 1:
+                self._runs.delete(canary_id)
                 return True
             exists = self._retry.read("find", lambda: self.canaries.find_one({"id": canary_id}, {"_id": 1}))
             if exists is None:
@@ -390,6 +402,19 @@ class MongoStore(MongoOperations, AbstractStore):
                 )
             ],
         )
+
+    # --- run reporting (see mongo_runs) ---------------------------------------------------
+
+    def outputs(self, canary_id: str) -> list[tuple[datetime, Output]]:
+        return self._runs.list(canary_id)
+
+    def earliest_alarm(self) -> datetime | None:
+        return self._runs.earliest_alarm()
+
+    def due_alarms(self, now: datetime, limit: int) -> list[Canary]:
+        return [
+            doc_to_canary(doc, False) for doc in self._runs.due_alarms(now, self._projection(False), limit)
+        ]
 
     # --- notification outbox (see mongo_outbox) -------------------------------------------
 

@@ -33,11 +33,17 @@ _UNPRINTABLE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029]")
 _SPLIT_OFFSET = re.compile(r" (\d\d:?\d\d)\Z")  # a "+hh:mm" offset whose "+" a query string made a space
 
 
+def failing(canary: Canary) -> bool:
+    """Failed and not recovered. `failed` counts only with `late`: a process that knows no
+    run reporting (Coal Mine 0.7.1 on a shared MongoDB) ends a failure by clearing `late`."""
+    return canary.failed and canary.late
+
+
 def state_of(canary: Canary) -> str:
     """The one-word state: paused, then failed, then late, then running, else ok."""
     if canary.paused:
         return "paused"
-    if canary.failed:
+    if failing(canary):
         return "failed"
     if canary.late:
         return "late"
@@ -230,7 +236,7 @@ class RunLogic:
             changes.update(paused=False, deadline=deadline, snooze_until=None)
             failed = event == "fail"
             changes.update(late=failed, failed=failed)
-            if canary.late and not failed or failed and not canary.failed:
+            if canary.late and not failed or failed and not failing(canary):
                 kind = "failed" if failed else "resumed"
                 recent = [(now, text)] + (logic._require(canary.id, history=True).history or [])
                 notifications = logic._notifications_for(kind, canary, now, deadline, recent)
