@@ -12,7 +12,7 @@ from coal_mine.business_logic import BusinessLogic
 from coal_mine.clock import FakeClock
 from coal_mine.run_alarms import RunAlarmWatcher
 from coal_mine.watcher import Watcher
-from tests.hardening_support import InProcessServer, raw_request
+from tests.helpers import InProcessServer, raw_request
 
 
 class RunServer(InProcessServer):
