@@ -182,8 +182,13 @@ class Api:
 
     @staticmethod
     def is_trigger_path(path: str) -> bool:
-        """Whether a request for this path is a trigger (for servers that serve those first)."""
-        return path == URL_PREFIX + "trigger" or _SHORT_TRIGGER.match(path) is not None
+        """Whether a request for this path is a trigger, or a run report like one (for servers
+        that serve those first)."""
+        return (
+            path == URL_PREFIX + "trigger"
+            or _SHORT_TRIGGER.match(path) is not None
+            or runs_api.is_run_path(path, URL_PREFIX)
+        )
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         return self.ops.serve(environ, start_response, self._serve)

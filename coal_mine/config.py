@@ -14,6 +14,8 @@ from pathlib import Path
 from urllib.parse import urlsplit
 from typing import Any
 
+from coal_mine.limits import MAX_REQUEST_BODY
+
 CONFIG_FILE = "coal-mine.ini"
 SEARCH_DIRS = (".", "/etc", "/usr/local/etc")
 DEFAULT_SQLITE_PATH = "coal-mine.sqlite3"
@@ -239,7 +241,7 @@ _WSGI_PARSERS: dict[str, Parser] = {
     "keyfile": _text,
     "workers": lambda where, value: _int(where, value, 1, 1024),
     "request_timeout": _seconds,
-    "max_body": lambda where, value: _int(where, value, 0, 10**7),
+    "max_body": lambda where, value: _int(where, value, 0, MAX_REQUEST_BODY),
 }
 _SQLITE_PARSERS: dict[str, Parser] = {
     "path": _text,

@@ -44,6 +44,11 @@ def short_form(path: str) -> tuple[str, str, dict[str, list[str]]] | None:
     return "fail", canary_id, {"exit_status": [what]}
 
 
+def is_run_path(path: str, prefix: str) -> bool:
+    """Whether `path` is one of the run-reporting URLs (short or long form)."""
+    return _SHORT_FORM.match(path) is not None or path[len(prefix) :] in _WORDS and path.startswith(prefix)
+
+
 def read_output(environ: dict[str, Any] | None, max_body: int) -> Output | None:
     """The body of a POST as a job's output: at most `max_body` bytes are kept."""
     if not environ or environ.get("REQUEST_METHOD") != "POST":

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 
@@ -508,3 +509,34 @@ def test_unknown_canary_is_404(srv: RunServer) -> None:
     for path in ("/abcdefgh/start", "/abcdefgh/fail", "/abcdefgh/log", "/abcdefgh/0", "/abcdefgh/3"):
         assert srv.call(path)[0] == 404
     assert srv.call("/abcdefgh/start/more")[0] == 404
+
+
+def test_run_urls_are_served_first_like_triggers() -> None:
+    from coal_mine.api import Api
+
+    for path in ("/abcdefgh/start", "/abcdefgh/3", "/coal-mine/v1/canary/fail", "/coal-mine/v1/canary/log"):
+        assert Api.is_trigger_path(path), path
+    for path in ("/coal-mine/v1/canary/get", "/coal-mine/v1/canary/start/x", "/abcdefgh/start/x"):
+        assert not Api.is_trigger_path(path), path
+
+
+@pytest.mark.parametrize(("value", "ok"), [("0", True), ("262144", True), ("262145", False), ("lots", False)])
+def test_max_body_setting(tmp_path: Path, value: str, ok: bool) -> None:
+    from coal_mine.config import ConfigError, load_config
+
+    ini = tmp_path / "coal-mine.ini"
+    ini.write_text(f"[wsgi]\nmax_body = {value}\n")
+    if ok:
+        assert load_config(str(ini)).wsgi.max_body == int(value)
+    else:
+        with pytest.raises(ConfigError, match=r"\[wsgi\] max_body"):
+            load_config(str(ini))
+
+
+def test_a_body_over_the_server_limit_is_a_413(store: AbstractStore, clock: FakeClock) -> None:
+    from coal_mine.limits import MAX_REQUEST_BODY
+
+    with RunServer(store, clock) as srv:
+        cid = srv.create()
+        status, _ = srv.request("POST", f"/{cid}/fail", b"x" * (MAX_REQUEST_BODY + 1))
+        assert status == 413 and srv.comments(cid) == ["Canary created"]
