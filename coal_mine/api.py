@@ -389,8 +389,8 @@ class Api:
             comment = request.string("m") or ""
         # Given an id, trigger() itself answers 404 for an unknown one: no separate look-up.
         canary_id = request.string("id") or self._identify(request)
-        output = runs_api.read_output(request.environ, self.max_body)
-        result = self.logic.trigger(canary_id, comment, rid=request.string("rid"), output=output)
+        run = {"rid": request.string("rid"), "output": runs_api.read_output(request.environ, self.max_body)}
+        result = self.logic.trigger(canary_id, comment, **{k: v for k, v in run.items() if v is not None})
         return _TRIGGER_BODIES[result]
 
     def pause(self, request: Request) -> dict[str, Any]:

@@ -25,7 +25,6 @@ from coal_mine.models import (
     CanaryNotFoundError,
     HistoryEntry,
     NewNotification,
-    Output,
     PrunePolicy,
     StoreUnavailableError,
 )
@@ -272,8 +271,7 @@ class BusinessLogic:
         emails: list[str] | None = None,
         max_runtime: float | None = None,
     ) -> Canary:
-        """Change the given attributes; a new periodicity moves the deadline (and maybe lateness).
-        A `max_runtime` of 0 removes it."""
+        """Change the given attributes; a new periodicity moves the deadline (and maybe lateness)."""
         if name is not None:
             self._check_name(name)
         if periodicity is not None:
@@ -325,19 +323,16 @@ class BusinessLogic:
 
         return self._retry(attempt)
 
-    def trigger(
-        self, canary_id: str, comment: str = "", *, rid: str | None = None, output: Output | None = None
-    ) -> tuple[bool, bool]:
+    def trigger(self, canary_id: str, comment: str = "", **run: Any) -> tuple[bool, bool]:
         """Record a run: new deadline, not late, not paused. Returns (recovered, unpaused)."""
         _check_length("Comment", comment, limits.MAX_COMMENT_LENGTH)
-        if rid is not None or output is not None:
-            return self.runs.report(canary_id, "success", comment, rid=rid, output=output)[:2]
+        if run:  # a run id or output (see runs.py)
+            return self.runs.report(canary_id, "success", comment, **run)[:2]
 
         def attempt() -> tuple[bool, bool] | None:
             canary = self._require(canary_id)
-            if canary.runs or canary.failed or canary.snooze_until is not None:
-                result = self.runs.event_attempt(canary, "success", comment, None, None, None)
-                return None if result is None else result[:2]
+            if self.runs.in_use(canary):
+                return self.runs.trigger_attempt(canary, comment)
             now = self.clock.now()
             deadline = self.deadline_after(canary.periodicity, now)
             entry = (now, history_comment("Triggered", comment))
@@ -376,8 +371,7 @@ class BusinessLogic:
             if canary.paused:
                 raise BadRequestError("Canary is already paused")
             now = self.clock.now()
-            changes, expect = {"paused": True, "deadline": None}, self._expect(canary)
-            self.runs.unpause_changes(canary, changes, expect)
+            changes, expect = self.runs.with_pause(canary, {"paused": True, "deadline": None})
             ok = self.store.update(
                 canary_id,
                 changes,
@@ -398,9 +392,8 @@ class BusinessLogic:
             if not canary.paused:
                 raise BadRequestError("Canary is not paused")
             now = self.clock.now()
-            changes = {"paused": False, "deadline": self.deadline_after(canary.periodicity, now)}
-            expect = self._expect(canary)
-            self.runs.unpause_changes(canary, changes, expect)
+            deadline = self.deadline_after(canary.periodicity, now)
+            changes, expect = self.runs.with_pause(canary, {"paused": False, "deadline": deadline})
             ok = self.store.update(
                 canary_id,
                 changes,

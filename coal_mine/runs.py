@@ -222,6 +222,7 @@ class RunLogic:
         runs = [run for run in canary.runs if now - run[1] <= STALE_RUN_AGE]
         changes: dict[str, Any] = {}
         notifications: list[NewNotification] = []
+        kind: str | None = None  # the state change to notify, if any
         duration: float | None = None
         text = _history_text(event, comment, exit_status)
         if event == "start":
@@ -264,6 +265,8 @@ class RunLogic:
         )
         if not ok:
             return None
+        if kind is not None:
+            logic._log_change(kind, updated)
         new_deadline, alarm = updated.deadline, updated.alarm
         wake = (
             notifications
@@ -314,13 +317,25 @@ class RunLogic:
 
         return logic._retry(attempt)
 
-    def unpause_changes(self, canary: Canary, changes: dict[str, Any], expect: dict[str, Any]) -> None:
-        """What an unpause (or a plain pause) also changes: the snooze ends, overruns count again."""
-        if not uses_runs(canary):
-            return
-        changes["snooze_until"] = None
-        changes["alarm"] = alarm_of(changes["paused"], None, canary.runs, canary.max_runtime)
-        expect["runs"] = canary.runs
+    def with_pause(self, canary: Canary, changes: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The changes and expectations of a plain pause or an unpause: the snooze ends, and
+        overruns count again or no longer."""
+        expect = self.logic._expect(canary)
+        if uses_runs(canary):
+            changes["snooze_until"] = None
+            changes["alarm"] = alarm_of(changes["paused"], None, canary.runs, canary.max_runtime)
+            expect["runs"] = canary.runs
+        return changes, expect
+
+    @staticmethod
+    def in_use(canary: Canary) -> bool:
+        """Whether a trigger of this canary must go through the run rules."""
+        return bool(canary.runs or canary.failed or canary.snooze_until is not None)
+
+    def trigger_attempt(self, canary: Canary, comment: str) -> tuple[bool, bool] | None:
+        """A trigger of a canary in use by run reporting (see BusinessLogic.trigger)."""
+        result = self.event_attempt(canary, "success", comment, None, None, None)
+        return None if result is None else result[:2]
 
     def max_runtime_changes(
         self, canary: Canary, max_runtime: float, changes: dict[str, Any], expect: dict[str, Any]
@@ -345,6 +360,7 @@ class RunLogic:
             changes: dict[str, Any] = {}
             history = None
             notifications: list[NewNotification] = []
+            kind: str | None = None
             runs = list(canary.runs)
             if canary.paused and canary.snooze_until is not None and canary.snooze_until <= now:
                 history = (now, "Unpaused (snooze ended)")
@@ -369,6 +385,7 @@ class RunLogic:
                     )
                     for note in notifications:
                         note.payload.update(run_started=started.isoformat(), max_runtime=canary.max_runtime)
+                    kind = "late"
             paused = changes.get("paused", canary.paused)
             changes["alarm"] = alarm_of(
                 paused, changes.get("snooze_until", canary.snooze_until), runs, canary.max_runtime
@@ -383,6 +400,8 @@ class RunLogic:
                 notifications=notifications,
             )
             if ok:
+                if kind is not None:
+                    logic._log_change(kind, canary)
                 logic.on_change()
             return True if ok else None
 
