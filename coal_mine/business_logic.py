@@ -293,9 +293,7 @@ class BusinessLogic:
             # Like Coal Mine, the same addresses in another order (or repeated) are no change.
             if emails is not None and set(emails) != set(canary.emails):
                 changes["emails"] = list(emails)
-            expect = self._expect(canary)
-            if max_runtime is not None:
-                self.runs.max_runtime_changes(canary, max_runtime, changes, expect)
+            expect = self.runs.max_runtime_changes(canary, max_runtime, changes)
             notifications: list[NewNotification] = []
             if periodicity is not None and periodicity != canary.periodicity:
                 changes["periodicity"] = periodicity
@@ -371,7 +369,7 @@ class BusinessLogic:
             if canary.paused:
                 raise BadRequestError("Canary is already paused")
             now = self.clock.now()
-            changes, expect = self.runs.with_pause(canary, {"paused": True, "deadline": None})
+            changes, expect = self.runs.with_pause(canary, paused=True, now=now)
             ok = self.store.update(
                 canary_id,
                 changes,
@@ -392,8 +390,7 @@ class BusinessLogic:
             if not canary.paused:
                 raise BadRequestError("Canary is not paused")
             now = self.clock.now()
-            deadline = self.deadline_after(canary.periodicity, now)
-            changes, expect = self.runs.with_pause(canary, {"paused": False, "deadline": deadline})
+            changes, expect = self.runs.with_pause(canary, paused=False, now=now)
             ok = self.store.update(
                 canary_id,
                 changes,

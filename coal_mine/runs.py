@@ -317,9 +317,13 @@ class RunLogic:
 
         return logic._retry(attempt)
 
-    def with_pause(self, canary: Canary, changes: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-        """The changes and expectations of a plain pause or an unpause: the snooze ends, and
-        overruns count again or no longer."""
+    def with_pause(
+        self, canary: Canary, *, paused: bool, now: datetime
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The changes and expectations of a plain pause or an unpause (deadline from `now`):
+        the snooze ends, and overruns count again or no longer."""
+        deadline = None if paused else self.logic.deadline_after(canary.periodicity, now)
+        changes: dict[str, Any] = {"paused": paused, "deadline": deadline}
         expect = self.logic._expect(canary)
         if uses_runs(canary):
             changes["snooze_until"] = None
@@ -338,15 +342,18 @@ class RunLogic:
         return None if result is None else result[:2]
 
     def max_runtime_changes(
-        self, canary: Canary, max_runtime: float, changes: dict[str, Any], expect: dict[str, Any]
-    ) -> None:
-        """An update's change of max_runtime (0: none), with the alarm it implies."""
+        self, canary: Canary, max_runtime: float | None, changes: dict[str, Any]
+    ) -> dict[str, Any]:
+        """An update's change of max_runtime (None: unchanged, 0: none) with the alarm it
+        implies, added to `changes`; the update's expectations."""
+        expect = self.logic._expect(canary)
         value = max_runtime or None
-        if value == canary.max_runtime:
-            return
+        if max_runtime is None or value == canary.max_runtime:
+            return expect
         changes["max_runtime"] = value
         changes["alarm"] = alarm_of(canary.paused, canary.snooze_until, canary.runs, value)
         expect["runs"] = canary.runs
+        return expect
 
     def check_alarm(self, canary_id: str) -> bool:
         """End a due snooze and report due overruns of one canary; True if it wrote anything."""
