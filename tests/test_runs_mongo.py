@@ -63,7 +63,7 @@ def test_a_canary_that_uses_none_of_it_keeps_the_071_document(srv: RunServer, mo
     srv.call("pause", id=cid)
     srv.call("unpause", id=cid)
     srv.call(f"/{cid}/0")
-    assert set(raw(mongo, cid)) <= COAL_MINE_071_FIELDS | {"deadline", "notify"}
+    assert set(raw(mongo, cid)) <= COAL_MINE_071_FIELDS | {"deadline", "notify", "badge_key"}
 
 
 def test_every_run_field_is_one_071_can_serve(srv: RunServer, mongo: MongoStore) -> None:
