@@ -5,10 +5,16 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
+from typing import Any
+
 from coal_mine.badges import server_badge_key
 from coal_mine.business_logic import BusinessLogic
+from coal_mine.clock import Clock
 from coal_mine.config import Config
 from coal_mine.health import Heartbeat, NoWorkerWarning
+from coal_mine.logs import log_event
+from coal_mine.metrics import COUNTERS
+from coal_mine.models import Notification
 from coal_mine.watchdog import Watchdog, redact
 from coal_mine.watcher import Watcher
 
@@ -21,6 +27,36 @@ def _ensure_server_badge_key(logic: BusinessLogic) -> None:
         server_badge_key(logic.store)
     except Exception as exc:  # noqa: BLE001 - the store may be down at start; serving must not wait
         log.warning("Cannot read or make the server badge key yet: %s", exc)
+
+
+class DeliveryOutcomes:
+    """Told of each delivery outcome by the outbox senders: counts it (by kind and channel),
+    writes one structured log line, and tells the heartbeat of successful deliveries."""
+
+    def __init__(self, clock: Clock, heartbeat: Heartbeat | None = None) -> None:
+        self.clock = clock
+        self.heartbeat = heartbeat
+
+    def __call__(self, note: Notification, channel: str, error: Any = None) -> None:
+        event = getattr(note, "event", note.id)  # one event may go to several targets
+        fields = {"canary_id": note.canary_id, "event_id": event, "kind": note.kind, "channel": channel}
+        if error is None:
+            COUNTERS.notifications_sent.labels(note.kind, channel).inc()
+            if self.heartbeat is not None:
+                self.heartbeat.delivered(self.clock.now())
+            log_event(log, logging.INFO, "delivered", f"Notification {event} delivered", **fields)
+            return
+        COUNTERS.notifications_failed.labels(note.kind, channel).inc()
+        permanent = not getattr(error, "retryable", True)
+        log_event(
+            log,
+            logging.WARNING,
+            "delivery_failed",
+            f"Notification {event} not delivered",
+            **fields,
+            permanent=permanent,
+            error=str(error),
+        )
 
 
 def start_operations(config: Config, logic: BusinessLogic, watcher: Watcher) -> Callable[[], None]:
