@@ -18,6 +18,7 @@ import smtplib
 import socket
 import ssl
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from email import policy
 from email.message import EmailMessage
@@ -243,6 +244,8 @@ class OutboxSender(BackgroundLoop):
         self.delayed_after = timedelta(seconds=delayed_after)
         self.lease = timedelta(seconds=lease_seconds)
         self.batch_size = batch_size
+        # Told of each outcome: (notification, channel, None or the DeliveryError); see operations.py.
+        self.outcome_listeners: list[Callable[[Notification, str, DeliveryError | None], None]] = []
         self.paused_until: datetime | None = None
         self._server_failures = 0
         self._held_reported: int | None = None
@@ -299,7 +302,12 @@ class OutboxSender(BackgroundLoop):
             " [delayed]" if delayed else "",
         )
         self.store.complete_notification(notification, self.owner)
+        self._tell(notification, None)
         return True
+
+    def _tell(self, notification: Notification, error: DeliveryError | None) -> None:
+        for listener in self.outcome_listeners:
+            listener(notification, "email", error)
 
     def _failed(self, notification: Notification, where: str, error: DeliveryError) -> bool:
         now = self.clock.now()
@@ -317,6 +325,7 @@ class OutboxSender(BackgroundLoop):
             error,
             delay,
         )
+        self._tell(notification, error)
         if not error.retryable:
             return True
         self._server_failures += 1

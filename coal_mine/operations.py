@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from typing import Any
 
@@ -59,11 +59,17 @@ class DeliveryOutcomes:
         )
 
 
-def start_operations(config: Config, logic: BusinessLogic, watcher: Watcher) -> Callable[[], None]:
-    """In a background worker: heartbeats (told of each scan) and the watchdog. Returns stop()."""
+def start_operations(
+    config: Config, logic: BusinessLogic, watcher: Watcher, senders: Sequence[Any] = ()
+) -> Callable[[], None]:
+    """In a background worker: heartbeats (told of each scan and delivery), delivery counters
+    and log lines, and the watchdog. Returns stop()."""
     _ensure_server_badge_key(logic)
     heartbeat = Heartbeat(logic.store, logic.clock, worker_timeout=config.health.worker_timeout)
     watcher.scan_listeners.append(heartbeat.scanned)
+    outcomes = DeliveryOutcomes(logic.clock, heartbeat)
+    for sender in senders:
+        sender.outcome_listeners.append(outcomes)
     if config.watchdog.url:
         watchdog = Watchdog(config.watchdog.url, logic.clock, timeout=config.watchdog.timeout)
         watcher.scan_listeners.append(watchdog.scanned)

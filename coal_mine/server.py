@@ -146,7 +146,7 @@ def start_background(config: Config, logic: BusinessLogic) -> Callable[[], None]
         sender.wake()
 
     logic.on_change = changed
-    stop_operations = start_operations(config, logic, watcher)
+    stop_operations = start_operations(config, logic, watcher, [sender])
     watcher.start()
     alarms.start()
     sender.start()

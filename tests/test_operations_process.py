@@ -7,6 +7,7 @@ import http.server
 import json
 import threading
 import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -194,3 +195,38 @@ def test_cmcli_status_with_auth_key(tmp_path: Path) -> None:
         assert plain.returncode == 0 and "Badge key:" not in plain.stdout and " pid " not in plain.stdout
         wrong = cmcli(home, "status", *where, "--auth-key", "nope")
         assert wrong.returncode == 1 and "401" in wrong.stderr and "wrong auth_key" in wrong.stderr
+
+
+def test_deliveries_counted_logged_and_in_the_heartbeat(tmp_path: Path) -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from tests.smtp_sink import SMTPSink
+
+    with SMTPSink() as sink:
+        ini = (
+            f"[email]\nsender = coal@example.net\nhost = 127.0.0.1\nport = {sink.port}\ntimeout = 5\n"
+            "[watcher]\nrescan_interval = 0.2\n[health]\nworker_timeout = 3\n"
+        )
+        with ServerProcess(tmp_path, ini_extra=ini) as server:
+            status, body = server.call("create", name="Mailed", periodicity=0.3, email="ops@example.com")
+            assert status == 200
+            cid = body["canary"]["id"]
+            sink.wait_for(1)
+            wait_for(lambda: "event=delivered" in server.log(), 10, "the delivery line")
+            with urllib.request.urlopen(server.url("/coal-mine/v1/metrics"), timeout=10) as response:
+                text = response.read().decode()
+            sent = {
+                (s.labels.get("kind"), s.labels.get("channel")): s.value
+                for family in text_string_to_metric_families(text)
+                if family.name == "coal_mine_notifications_sent"
+                for s in family.samples
+            }
+            assert sent == {("late", "email"): 1.0}
+            wait_for(
+                lambda: (health(server)[1].get("workers") or [{}])[0].get("last_delivery") is not None,
+                10,
+                "the heartbeat's last delivery",
+            )
+            log = server.log()
+    line = next(line for line in log.splitlines() if "event=delivered" in line)
+    assert f"event=delivered canary_id={cid} event_id=" in line and "kind=late channel=email" in line
