@@ -26,7 +26,6 @@ from coal_mine.models import (
     StoreUnavailableError,
 )
 from coal_mine.sql_shared import Execute, last_entries_query, prune_rows
-from coal_mine.sqlite_group_commit import GroupCommit
 from coal_mine.sqlite_schema import (
     CANARY_COLUMNS,
     CLAIMABLE,
@@ -68,7 +67,6 @@ class SQLiteStore(SQLiteOperations, AbstractStore):
         self._synchronous = synchronous.upper()
         self._busy_timeout_ms = int(busy_timeout * 1000)
         self._lock = threading.RLock()
-        self._group = GroupCommit(self._write)
         self._shared: sqlite3.Connection | None = None
         self._pid = os.getpid()
         self._migrate()
@@ -135,7 +133,6 @@ class SQLiteStore(SQLiteOperations, AbstractStore):
             conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     def close(self) -> None:
-        self._group.close()
         with self._lock:
             if self._shared is not None and self._pid == os.getpid():
                 with contextlib.suppress(sqlite3.Error):
@@ -280,8 +277,8 @@ class SQLiteStore(SQLiteOperations, AbstractStore):
             return True
 
         try:
-            # Group commit: batched with the other writes waiting, committed before returning.
-            return self._group.run(apply)
+            with self._write() as conn:
+                return apply(conn)
         except sqlite3.IntegrityError as exc:
             raise self._clash(exc, canary_id, changes.get("slug")) from exc
 
