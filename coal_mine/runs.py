@@ -423,6 +423,10 @@ class RunLogic:
             raise BadRequestError(f'Bad state "{state}": give one of {", ".join(STATES)}')
         return (canary for canary in canaries if state_of(canary) == state)
 
+    def kept_outputs(self, canary_id: str) -> list[tuple[datetime, Output]]:
+        """The canary's kept outputs with the times of their history entries, newest first."""
+        return self.logic.store.outputs(canary_id)
+
     def outputs(self, canary_id: str) -> list[dict[str, Any]]:
         """The canary's kept outputs, for `get?output=1`."""
-        return outputs_json(self.logic.store.outputs(canary_id))
+        return outputs_json(self.kept_outputs(canary_id))

@@ -14,6 +14,7 @@ import pytest
 
 from coal_mine.clock import FakeClock
 from coal_mine.memory_store import MemoryStore
+from coal_mine.models import Output
 from coal_mine.run_wrapper import OUTPUT_TAIL
 from tests.helpers import REPO, free_port
 from tests.runs_support import RunServer
@@ -193,3 +194,15 @@ def test_readme_crontab_lines_work(srv: RunServer, tmp_path: Path, exit_status: 
         expected = "Triggered, ran" if exit_status == 0 else f"Failed (exit status {exit_status}), ran"
         assert comments[0].startswith(expected) and comments[1] == "Started", (line, comments)
         assert canary["outputs"][0]["output"].startswith("backing up"), line
+
+
+def test_the_dashboard_shows_a_jobs_output(tmp_path: Path) -> None:
+    from tests.ui_support import Client, DashboardServer
+
+    with DashboardServer(tmp_path) as server:
+        canary = server.logic.create("job", 3600)
+        server.logic.runs.report(canary.id, "fail", exit_status=2, output=Output("<b>disk</b> full\n", 18))
+        page = Client(server.port).get(f"canary/{canary.id}")[2]
+    assert '<h2 id="output-h">Output</h2>' in page
+    assert '<pre class="output">&lt;b&gt;disk&lt;/b&gt; full\n</pre>' in page
+    assert "<dt>state</dt><dd>failed</dd>" in page

@@ -244,6 +244,7 @@ def _show(page: Page, canary: Canary, status: str = "200 OK", error: str | None 
         periodicity=present.periodicity(canary.periodicity, now),
         schedule=schedule,
         timeline=present.timeline(canary),
+        outputs=page.logic.runs.kept_outputs(canary.id),  # what its job sent (run reporting)
         extra=present.extra_fields(data, SHOWN_FIELDS),
         short_url=short_url,
         long_url=f"{base}/coal-mine/v1/canary/trigger?id={canary.id}",
