@@ -589,3 +589,15 @@ def test_canary_page_lists_fields_it_does_not_know(
     assert "<dt>state</dt><dd>&lt;running&gt;</dd>" in page
     assert '<dt>channels</dt><dd><code>["slack"]</code></dd>' in page
     assert "<dt>periodicity_schedule</dt>" not in page and "<dt>history</dt>" not in page
+
+
+def test_links_need_a_configured_base_url() -> None:
+    from coal_mine.links import canary_page, with_link
+
+    assert canary_page(None, "abcdefgh") is None and canary_page("", "abcdefgh") is None
+    link = canary_page("https://cm.example.com/", "abcdefgh")
+    assert link == "https://cm.example.com/coal-mine/ui/canary/abcdefgh"
+    assert canary_page("http://h:8080/base", "a/b") == "http://h:8080/base/coal-mine/ui/canary/a%2Fb"
+    assert with_link("text\n", None) == "text\n"
+    assert with_link("text\n", link) == f"text\n\n{link}\n"
+    assert with_link("text", link) == f"text\n\n{link}\n"

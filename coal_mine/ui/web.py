@@ -9,9 +9,11 @@ from typing import Any
 from urllib.parse import parse_qs, quote
 
 from coal_mine.limits import MAX_REQUEST_BODY
+from coal_mine.links import UI_PREFIX
+
+__all__ = ["UI_PREFIX", "BadForm", "Request", "Response", "cookie_header", "redirect"]
 
 StartResponse = Callable[..., Any]
-UI_PREFIX = "/coal-mine/ui/"
 
 SECURITY_HEADERS = [
     (
