@@ -25,6 +25,7 @@ from email.message import EmailMessage
 from email.utils import format_datetime, formataddr
 
 from coal_mine import email_text
+from coal_mine.links import canary_page, with_link
 from coal_mine.abstract_store import AbstractStore
 from coal_mine.clock import Clock
 from coal_mine.config import EmailConfig
@@ -83,10 +84,16 @@ def _message_id(notification: Notification, sender: str) -> str:
 
 
 def build_message(
-    notification: Notification, sender: str, *, now: datetime, delayed: bool = False
+    notification: Notification,
+    sender: str,
+    *,
+    now: datetime,
+    delayed: bool = False,
+    base_url: str | None = None,
 ) -> EmailMessage:
     """The email for one notification. Text from users never reaches a header with a
-    line break in it, so it cannot add headers."""
+    line break in it, so it cannot add headers. With `base_url` ([web] base_url) the body
+    ends with a link to the canary's dashboard page, after 0.7.1's unchanged text."""
     name = one_line(notification.payload.get("name", ""))
     message = EmailMessage(policy=_POLICY)
     message["From"] = formataddr(("Coal Mine", one_line(sender)))
@@ -101,7 +108,8 @@ def build_message(
         message["X-Coal-Mine-Delayed"] = (
             f"event at {notification.created.isoformat()}, sent at {now.isoformat()}"
         )
-    message.set_content(email_text.body(notification.kind, notification.payload), charset="utf-8")
+    text = email_text.body(notification.kind, notification.payload)
+    message.set_content(with_link(text, canary_page(base_url, notification.canary_id)), charset="utf-8")
     return message
 
 
@@ -232,9 +240,11 @@ class OutboxSender(BackgroundLoop):
         delayed_after: float = 86400.0,
         lease_seconds: float = 150.0,
         batch_size: int = 100,
+        base_url: str | None = None,
     ) -> None:
         super().__init__(clock or Clock())
         self.store = store
+        self.base_url = base_url
         self.notifier = notifier if sender else None
         self.sender = sender or ""
         self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
@@ -285,7 +295,9 @@ class OutboxSender(BackgroundLoop):
             return True
         delayed = now - notification.created > self.delayed_after
         try:
-            message = build_message(notification, self.sender, now=now, delayed=delayed)
+            message = build_message(
+                notification, self.sender, now=now, delayed=delayed, base_url=self.base_url
+            )
             self.notifier.send(message)
         except DeliveryError as exc:
             return self._failed(notification, where, exc)

@@ -136,6 +136,7 @@ def start_background(config: Config, logic: BusinessLogic) -> Callable[[], None]
         # Longer than one send can take (each SMTP step has the timeout), so a live
         # sender never loses its lease; a dead one's lease expires within minutes.
         lease_seconds=4 * config.email.timeout + 30,
+        base_url=config.web.base_url,
     )
     previous = logic.on_change
 

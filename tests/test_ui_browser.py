@@ -416,3 +416,41 @@ def test_phone_keyboard_labels_and_dark_mode(server: DashboardServer, open_page:
             ".filter(e => e.labels.length === 0).map(e => e.outerHTML)"
         )
         assert unlabeled == [], path
+
+
+# --- links in alerts --------------------------------------------------------------------------------------
+
+
+def test_alert_emails_end_with_a_link_that_opens_the_canary(tmp_path: Path, open_page: OpenPage) -> None:
+    """A real server process, real SMTP: with [web] base_url every late and resumed email ends
+    with the canary's dashboard link after 0.7.1's unchanged text; the link opens the page."""
+    from tests.helpers import ServerProcess, free_port
+    from tests.smtp_sink import SMTPSink
+    from tests.test_notify_e2e import create, ini
+
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    with SMTPSink() as sink:
+        extra = ini(sink.port) + f"[web]\nbase_url = {base}/\n"
+        with ServerProcess(tmp_path / "linked", ini_extra=extra, port=port) as server:
+            canary = create(server, "Nightly <backup>")
+            (late,) = sink.wait_for(1)
+            link = f"{base}/coal-mine/ui/canary/{canary['id']}"
+            text = late.body().replace("\r\n", "\n")
+            assert text.rstrip("\n").endswith(f"Canary created\n\n{link}"), text
+            assert text.startswith(
+                f"The canary Nightly <backup> ({canary['id']}) was expected to report before "
+            )
+            server.call(f"/{canary['id']}")
+            resumed = sink.wait_for(2)[1]
+            resumed_text = resumed.body().replace("\r\n", "\n").rstrip("\n")
+            assert resumed.subject.startswith("[RESUMED]") and " Triggered\n" in resumed_text
+            assert resumed_text.endswith(f"Canary created\n\n{link}")
+            page = open_page()
+            page.goto(link)
+            expect(page.get_by_role("heading", name="Nightly <backup>")).to_be_visible()
+            expect(page.locator("ol.timeline li").first).to_contain_text("Triggered")
+    with SMTPSink() as sink, ServerProcess(tmp_path / "unlinked", ini_extra=ini(sink.port)) as server:
+        create(server, "No link")
+        (late,) = sink.wait_for(1)
+        assert "http" not in late.body() and "/coal-mine/ui/" not in late.body()
