@@ -449,7 +449,7 @@ def test_alert_emails_end_with_a_link_that_opens_the_canary(tmp_path: Path, open
             page = open_page()
             page.goto(link)
             expect(page.get_by_role("heading", name="Nightly <backup>")).to_be_visible()
-            expect(page.locator("ol.timeline li").first).to_contain_text("Triggered")
+            expect(page.locator("ol.timeline")).to_contain_text("Triggered")  # it may be late again
     with SMTPSink() as sink, ServerProcess(tmp_path / "unlinked", ini_extra=ini(sink.port)) as server:
         create(server, "No link")
         (late,) = sink.wait_for(1)
