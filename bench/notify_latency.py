@@ -32,7 +32,7 @@ sys.path.insert(0, str(REPO))
 from coal_mine.business_logic import BusinessLogic  # noqa: E402
 from coal_mine.clock import Clock  # noqa: E402
 from coal_mine.models import Notification  # noqa: E402
-from coal_mine.notify import build_message  # noqa: E402
+from coal_mine.channels.email import build_message  # noqa: E402
 from coal_mine.sqlite_store import SQLiteStore  # noqa: E402
 from tests.smtp_sink import SMTPSink  # noqa: E402
 

@@ -17,6 +17,8 @@ from coal_mine.models import (
     OutboxSummary,
     Output,
     PrunePolicy,
+    Target,
+    TargetStatus,
     WorkerHeartbeat,
 )
 
@@ -31,7 +33,12 @@ CANARY_FIELDS = (
     "late",
     "deadline",
     "badge_key",
+    "webhooks",
+    "slacks",
+    "repeat",
+    "remind_at",
 )
+LIST_FIELDS = ("emails", "webhooks", "slacks")
 # The history comment of a trigger starts with this (see business_logic.history_comment).
 TRIGGER_COMMENT = "Triggered"
 # Run reporting's fields (coal_mine/runs.py); their defaults mean "not in use".
@@ -82,7 +89,8 @@ class AbstractStore(ABC):
 
     @abstractmethod
     def delete(self, canary_id: str) -> bool:
-        """Remove the canary and its history; True if it existed. Pending notifications stay."""
+        """Remove the canary, its history and target statuses; True if it existed.
+        Pending notifications stay."""
 
     @abstractmethod
     def iter_canaries(
@@ -110,40 +118,85 @@ class AbstractStore(ABC):
     def due_alarms(self, now: datetime, limit: int) -> list[Canary]:
         """Canaries whose `alarm` is at or before `now`, earliest first (no history)."""
 
-    # --- notification outbox -------------------------------------------------
+    @abstractmethod
+    def due_reminders(self, now: datetime, limit: int) -> list[Canary]:
+        """Late, unpaused canaries whose `remind_at` is not after `now`, earliest first (no history)."""
 
     @abstractmethod
-    def claim_notification(self, now: datetime, owner: str, lease_until: datetime) -> Notification | None:
-        """Lease the oldest sendable notification, or return None if there is none.
+    def next_reminder_time(self) -> datetime | None:
+        """The earliest `remind_at` of a late, unpaused canary."""
 
-        Only a canary's oldest pending notification (its head) may be sent, so each
-        canary's messages go out in the order they were recorded. A head is sendable
-        when `not_before` has passed and no live claimer holds its lease. Among the
-        sendable heads, the one recorded first wins, whatever its retry time: recording
-        order is insertion order in one database (memory, SQLite); where several
-        processes record (MongoDB) it is `created`, then an id that grows within a
-        process, so two processes recording in the same millisecond may tie either way.
-        """
+    # --- notification outbox: one entry per event and target -------------------------
+    #
+    # Only the oldest pending entry of each (canary, channel, target) may be sent, so
+    # every target gets one canary's events in order; entries of other targets never
+    # wait for it.
 
     @abstractmethod
-    def complete_notification(self, notification: Notification, owner: str) -> None:
-        """Remove a notification once it was delivered (or needs no delivery)."""
+    def claim_notifications(
+        self, now: datetime, owner: str, lease_until: datetime, channel: str, *, group: bool = False
+    ) -> list[Notification]:
+        """Lease the oldest sendable entry of `channel`, or return [] if there is none.
+
+        Only the oldest pending entry of a (canary, channel, target) (its head) may be
+        sent. A head is sendable when `not_before` has passed and no live claimer holds
+        its lease. Among the sendable heads, the one recorded first wins, whatever its
+        retry time: recording order is insertion order in one database (memory, SQL);
+        where several processes record (MongoDB) it is `created`, then an id that grows
+        within a process, so two processes recording in the same millisecond may tie
+        either way. With `group`, also lease every other sendable entry of the same
+        event and channel (one email to several recipients)."""
 
     @abstractmethod
-    def retry_notification(self, notification: Notification, owner: str, not_before: datetime) -> None:
-        """Release the lease and count a failed attempt; try again from `not_before`."""
+    def extend_lease(self, notifications: Iterable[Notification], owner: str, lease_until: datetime) -> bool:
+        """Move the lease of entries `owner` holds to `lease_until`; False if one was lost."""
 
     @abstractmethod
-    def next_notification_time(self) -> datetime | None:
-        """When the earliest pending notification may next be tried (None: nothing pending)."""
+    def complete_notifications(
+        self, notifications: Iterable[Notification], owner: str, now: datetime
+    ) -> None:
+        """Remove delivered entries that `owner` still holds; record each target's success."""
 
     @abstractmethod
-    def pending_notifications(self) -> list[Notification]:
-        """All pending notifications, oldest first (for tests and operators)."""
+    def retry_notification(
+        self,
+        notification: Notification,
+        owner: str,
+        not_before: datetime,
+        *,
+        error: str = "",
+        permanent: bool = False,
+        now: datetime | None = None,
+    ) -> None:
+        """Release the lease and count a failed attempt; try again from `not_before`.
+        A non-empty `error` is recorded as the entry's and its target's last error."""
+
+    @abstractmethod
+    def next_notification_time(self, channel: str | None = None) -> datetime | None:
+        """When the earliest sendable entry (of `channel`) may next be tried (None: none pending)."""
+
+    @abstractmethod
+    def pending_notifications(self, canary_id: str | None = None) -> list[Notification]:
+        """Pending entries (of one canary), oldest first (for tests and operators)."""
 
     @abstractmethod
     def count_notifications(self) -> int:
-        """How many notifications are pending: `len(pending_notifications())`, without reading them."""
+        """How many entries are pending: `len(pending_notifications())`, without reading them."""
+
+    @abstractmethod
+    def withdraw_notifications(
+        self, canary_id: str, targets: Iterable[Target] | None = None, *, permanent_only: bool = False
+    ) -> list[Notification]:
+        """Remove pending entries of a canary: those to `targets` (None: any), or only
+        those whose last failure was permanent. Returns what was removed."""
+
+    @abstractmethod
+    def drop_notification(self, notification_id: str) -> Notification | None:
+        """Remove one pending entry by id (as text); None if there is no such entry."""
+
+    @abstractmethod
+    def target_statuses(self, canary_id: str) -> list[TargetStatus]:
+        """The last success and last error of each target the canary's events went to."""
 
     def last_entries(self, canary_ids: Sequence[str], prefix: str) -> dict[str, datetime]:
         """For each canary, the time of its newest history entry whose comment starts with

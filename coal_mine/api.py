@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 from urllib.parse import parse_qs
 
-from coal_mine import runs_api
+from coal_mine import alert_api, runs_api
 from coal_mine.business_logic import BusinessLogic
 from coal_mine.config import WebConfig
 from coal_mine.http_errors import JSON_CONTENT_TYPE, HttpError, error_body, http_status
@@ -40,9 +40,26 @@ StartResponse = Callable[..., Any]
 # The parameters each command accepts (besides auth_key); openapi.yaml documents
 # exactly these, and tests/test_openapi.py keeps the two in step.
 PARAMETERS: dict[str, tuple[str, ...]] = {
-    "create": ("name", "periodicity", "description", "email", "paused", "max_runtime"),
+    "create": (
+        "name",
+        "periodicity",
+        "description",
+        "email",
+        "paused",
+        "max_runtime",
+        *alert_api.CANARY_PARAMETERS,
+    ),
     "delete": ("id", "name", "slug"),
-    "update": ("id", "name", "slug", "periodicity", "description", "email", "max_runtime"),
+    "update": (
+        "id",
+        "name",
+        "slug",
+        "periodicity",
+        "description",
+        "email",
+        "max_runtime",
+        *alert_api.CANARY_PARAMETERS,
+    ),
     "get": ("id", "name", "slug", "output"),
     "list": ("verbose", "paused", "late", "search", "state"),
     "trigger": ("id", "name", "slug", "comment", "m", "rid"),
@@ -50,12 +67,14 @@ PARAMETERS: dict[str, tuple[str, ...]] = {
     "unpause": ("id", "name", "slug", "comment"),
     **runs_api.PARAMETERS,
 }
+PARAMETERS.update(alert_api.PARAMETERS)
 # What the read-only key may do (trigger needs no key at all).
 READ_ONLY_COMMANDS = frozenset({"get", "list"})
 
 
-def canary_to_json(canary: Canary, schedule: list | None = None) -> dict[str, Any]:
-    """The API's JSON form of a canary (Coal Mine's field order; no deadline while paused)."""
+def canary_to_json(canary: Canary, schedule: list | None = None, *, full: bool = True) -> dict[str, Any]:
+    """The API's JSON form of a canary (Coal Mine's field order; no deadline while paused).
+    Without `full` access, secret parts of webhook and slack URLs are masked."""
     data: dict[str, Any] = {
         "id": canary.id,
         "name": canary.name,
@@ -75,6 +94,7 @@ def canary_to_json(canary: Canary, schedule: list | None = None) -> dict[str, An
         data["periodicity_schedule"] = [
             [start.isoformat(), end.isoformat(), value] for start, end, value in schedule
         ]
+    data.update(alert_api.canary_fields(canary, full=full))
     return data
 
 
@@ -118,9 +138,10 @@ def parse_periodicity(value: str) -> float | str:
 class Request:
     """The query parameters of one API call (each name maps to all its values, in order)."""
 
-    def __init__(self, query: Query, environ: dict[str, Any] | None = None) -> None:
+    def __init__(self, query: Query, environ: dict[str, Any] | None = None, full: bool = True) -> None:
         self.query = query
         self.environ = environ  # for the body of a POST
+        self.full = full  # the caller has the full auth key (or none is needed)
 
     def string(self, name: str) -> str | None:
         values = self.query.get(name)
@@ -177,6 +198,7 @@ class Api:
             "unpause": self.unpause,
         }
         runs_api.register(self)
+        self.alerts = alert_api.register(self)
 
     # --- WSGI ------------------------------------------------------------------
 
@@ -197,8 +219,8 @@ class Api:
         if self.ui.handles(environ.get("PATH_INFO", "")):
             return self.ui(environ, start_response)
         try:
-            command, query = self._route(environ)
-            result = self.commands[command](Request(query, environ))
+            command, query, full = self._route(environ)
+            result = self.commands[command](Request(query, environ, full))
             self.ops.count(command)
         except CoalMineError as exc:
             return self._error(start_response, http_status(exc), str(exc))
@@ -225,7 +247,7 @@ class Api:
         start_response(status, list(_JSON_HEADERS))
         return [error_body(message)]
 
-    def _route(self, environ: dict[str, Any]) -> tuple[str, Query]:
+    def _route(self, environ: dict[str, Any]) -> tuple[str, Query, bool]:
         """The command and its parameters, authenticated (401 comes before any 400)."""
         path = environ.get("PATH_INFO", "")
         short = _SHORT_TRIGGER.match(path)
@@ -236,11 +258,13 @@ class Api:
             command = run_form[0]
         elif path.startswith(URL_PREFIX) and path[len(URL_PREFIX) :] in self.commands:
             command = path[len(URL_PREFIX) :]
+        elif path.startswith("/") and path in self.commands:  # a command with a path of its own
+            command = path
         else:
             raise HttpError("404 Not Found", f"404 Not Found: no such endpoint {path!r}")
         query, problem = self._parse_query(environ.get("QUERY_STRING", ""))
         # 0.7.1 checks the first auth_key given (every other parameter: the last).
-        self._authenticate(command, query.pop("auth_key", [None])[0])
+        full = self._authenticate(command, query.pop("auth_key", [None])[0])
         if problem is not None:
             raise problem
         if short:
@@ -248,7 +272,7 @@ class Api:
         if run_form:
             for name, values in {"id": [run_form[1]], **run_form[2]}.items():
                 query.setdefault(name, []).extend(values)
-        return command, query
+        return command, query, full
 
     @staticmethod
     def _parse_query(raw: str) -> tuple[Query, BadRequestError | None]:
@@ -264,17 +288,18 @@ class Api:
             problem = BadRequestError("Parameters must be valid UTF-8")
         return parse_qs(text, keep_blank_values=False, errors="replace"), problem
 
-    def _authenticate(self, command: str, given: str | None) -> None:
-        """401 unless `given` is a key that allows `command`. Both keys are always
-        compared, in constant time, so timing tells nothing about either."""
+    def _authenticate(self, command: str, given: str | None) -> bool:
+        """401 unless `given` is a key that allows `command`; True if it is the full key
+        (or none is needed). Both keys are always compared, in constant time, so timing
+        tells nothing about either."""
         if not self.auth_key or command in self.open_commands:
-            return  # a key sent where none is needed is ignored
+            return True  # a key sent where none is needed is ignored
         supplied = (given or "").encode("utf-8", errors="surrogateescape")
         full = hmac.compare_digest(supplied, self.auth_key.encode())
         read_only = hmac.compare_digest(supplied, (self.read_only_auth_key or "").encode())
         read_only = read_only and bool(self.read_only_auth_key)
         if full or (read_only and command in READ_ONLY_COMMANDS):
-            return
+            return full
         if read_only:
             raise HttpError(
                 "401 Unauthorized", f"401 Unauthorized: the read-only auth_key does not allow {command}"
@@ -294,8 +319,8 @@ class Api:
             return self.logic.find_identifier(name=name)
         raise BadRequestError("Must specify id, slug, or name" if name_ok else "Must specify id or slug")
 
-    def _canary_response(self, canary: Canary) -> dict[str, Any]:
-        data = canary_to_json(canary, self.logic.periodicity_schedule(canary))
+    def _canary_response(self, canary: Canary, full: bool = True) -> dict[str, Any]:
+        data = canary_to_json(canary, self.logic.periodicity_schedule(canary), full=full)
         data["badge_key"] = self.ops.badge_key(canary)  # for /coal-mine/v1/badge/<key>.svg
         return {"status": "ok", "canary": data}
 
@@ -313,6 +338,7 @@ class Api:
             [] if request.query.get("email") == ["-"] else request.query.get("email", []),
             bool(paused),
             max_runtime=parse_max_runtime(max_runtime) if max_runtime is not None else None,
+            **alert_api.canary_arguments(request, create=True),
         )
         return self._canary_response(canary)
 
@@ -335,6 +361,7 @@ class Api:
             description=request.string("description"),
             emails=emails,
             max_runtime=parse_max_runtime(max_runtime) if max_runtime is not None else None,
+            **alert_api.canary_arguments(request, create=False),
         )
         return self._canary_response(canary)
 
@@ -342,9 +369,12 @@ class Api:
         output = request.boolean("output")
         request.only(*PARAMETERS["get"])
         canary_id = self._identify(request)
-        response = self._canary_response(self.logic.get(canary_id))
+        canary = self.logic.get(canary_id)
+        response = self._canary_response(canary, request.full)
         if output:
             response["canary"]["outputs"] = self.logic.runs.outputs(canary_id)
+        if request.full and (canary.webhooks or canary.slacks or canary.repeat):  # 0.7.1's answer else
+            response["canary"].update(alert_api.delivery_status(self.logic, canary))
         return response
 
     def list_canaries(self, request: Request) -> PrefetchedBody:
@@ -355,10 +385,12 @@ class Api:
         )
         canaries = self.logic.runs.filter_state(canaries, request.string("state"))
         first = next(canaries, None)
-        return PrefetchedBody.of(self._stream_list(first, canaries, bool(verbose)))
+        return PrefetchedBody.of(self._stream_list(first, canaries, bool(verbose), request.full))
 
     @staticmethod
-    def _stream_list(first: Canary | None, rest: Iterator[Canary], verbose: bool) -> Iterator[bytes]:
+    def _stream_list(
+        first: Canary | None, rest: Iterator[Canary], verbose: bool, full: bool = True
+    ) -> Iterator[bytes]:
         """`{"status": "ok", "canaries": [...]}` exactly as json.dumps(indent=4) writes it,
         produced a piece at a time so a list of any size needs little memory."""
         if first is None:
@@ -369,7 +401,7 @@ class Api:
         canary: Canary | None = first
         while canary is not None:
             if verbose:
-                piece = textwrap.indent(json.dumps(canary_to_json(canary), indent=4), " " * 8)
+                piece = textwrap.indent(json.dumps(canary_to_json(canary, full=full), indent=4), " " * 8)
             else:  # the same text, without the slow pure-Python indenting encoder
                 piece = _BRIEF_ENTRY.format(json.dumps(canary.name), json.dumps(canary.id))
             canary = next(rest, None)

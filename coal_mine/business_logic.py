@@ -7,17 +7,14 @@ import math
 import re
 import secrets
 import string
-import time
 from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-import regex
 
-from coal_mine import limits
+from coal_mine import alert_rules, limits
 from coal_mine.abstract_store import AbstractStore
 from coal_mine.clock import Clock, to_millis
-from coal_mine.logs import log_event
 from coal_mine.models import (
     AlreadyExistsError,
     BadRequestError,
@@ -27,11 +24,12 @@ from coal_mine.models import (
     NewNotification,
     PrunePolicy,
     StoreUnavailableError,
+    Target,
 )
 from coal_mine.input_rules import number_problem, unique_addresses
-from coal_mine.notification_payload import new_notification
 from coal_mine.runs import RunLogic
 from coal_mine.schedule import ScheduleError, parse_schedule
+from coal_mine.search import search_canaries
 
 log = logging.getLogger(__name__)
 
@@ -48,9 +46,6 @@ _LABEL = r"[A-Za-z0-9\u0080-\U0010ffff](?:[A-Za-z0-9\u0080-\U0010ffff-]*[A-Za-z0
 # The domain may be left out (`root`): Coal Mine accepted local user names, which a
 # local mail server delivers, and such an address cannot smuggle anything either.
 _ADDR_SPEC = re.compile(rf"{_ATEXT}+(?:\.{_ATEXT}+)*(?:@{_LABEL}(?:\.{_LABEL})*)?")
-# A counted repetition in a search pattern: {m}, {m,}, {,n} or {m,n}. Escaped braces
-# count too: telling them apart needs a parser, and nobody searches for "\{9999}".
-_COUNTED_REPEAT = re.compile(r"\{(\d*),?(\d*)\}")
 
 
 def slugify(name: str) -> str:
@@ -81,11 +76,13 @@ class BusinessLogic:
         store: AbstractStore,
         clock: Clock | None = None,
         on_change: Callable[[], None] | None = None,
+        alerts: alert_rules.AlertSettings | None = None,
     ) -> None:
         self.store = store
         self.clock = clock or Clock()
         self.on_change = on_change or (lambda: None)
         self.runs = RunLogic(self)
+        self.alerts = alerts or alert_rules.AlertSettings()  # server-wide targets, default repeat
 
     # --- validation ---------------------------------------------------------------
 
@@ -152,22 +149,19 @@ class BusinessLogic:
     def _prune_policy(self, now: datetime) -> PrunePolicy:
         return PrunePolicy(HISTORY_MAX_ENTRIES, HISTORY_MIN_ENTRIES, now - HISTORY_MAX_AGE)
 
+    def targets(self, canary: Canary) -> list[Target]:
+        """Where the canary's events go: its own targets, then the server-wide ones."""
+        return alert_rules.targets(canary, self.alerts.server_targets)
+
     def _notifications_for(
         self, kind: str, canary: Canary, now: datetime, deadline: datetime | None, history: list[HistoryEntry]
     ) -> list[NewNotification]:
-        if not canary.emails:
-            return []
-        return [new_notification(kind, canary, now, deadline, history)]
+        new = alert_rules.event(kind, canary, now, deadline, history, self.targets(canary))
+        return [new] if new.targets else []
 
-    @staticmethod
-    def _log_change(kind: str, canary: Canary) -> None:
+    def _log_change(self, kind: str, canary: Canary) -> None:
         """Said once the change is stored (not on each attempt to store it)."""
-        state = {"late": "late", "failed": "failing"}.get(kind, "reporting again")
-        log_event(
-            log, logging.INFO, kind, f"Canary {canary.id} ({canary.name}) is {state}", canary_id=canary.id
-        )
-        if not canary.emails:
-            log.info("Canary %s has no email addresses: no %s message to send", canary.id, kind)
+        alert_rules.log_change(kind, canary, bool(self.targets(canary)))
 
     def _require(self, canary_id: str, *, history: bool = False) -> Canary:
         canary = self.store.get(canary_id, history=history)
@@ -217,12 +211,16 @@ class BusinessLogic:
         emails: list[str] | None = None,
         paused: bool = False,
         max_runtime: float | None = None,
+        webhooks: list[str] | None = None,
+        slacks: list[str] | None = None,
+        repeat: float | None = None,
     ) -> Canary:
         """Add a canary; its deadline starts now unless it is created paused."""
         name = self._check_name(name)
         periodicity = self.check_periodicity(periodicity)
         _check_length("Description", description or "", limits.MAX_DESCRIPTION_LENGTH)
         emails = self.check_emails(list(emails or []))
+        extra = self.alerts.new_canary_fields(webhooks, slacks, repeat)
         slug = slugify(name)
         if self.store.id_for_slug(slug) is not None:
             raise AlreadyExistsError("slug", slug)
@@ -241,6 +239,7 @@ class BusinessLogic:
                 history=[(now, "Canary created")],
                 badge_key=secrets.token_hex(16),
                 max_runtime=max_runtime or None,
+                **extra,
             )
             try:
                 self.store.create(canary)
@@ -260,6 +259,7 @@ class BusinessLogic:
         if not self.store.delete(canary_id):
             raise CanaryNotFoundError()
         log.info("Deleted canary %s", canary_id)
+        alert_rules.withdraw(self.store, canary_id, None, "the canary was deleted")
         self.on_change()
 
     def update(
@@ -270,8 +270,12 @@ class BusinessLogic:
         description: str | None = None,
         emails: list[str] | None = None,
         max_runtime: float | None = None,
+        webhooks: list[str] | None = None,
+        slacks: list[str] | None = None,
+        repeat: float | None = None,
     ) -> Canary:
         """Change the given attributes; a new periodicity moves the deadline (and maybe lateness)."""
+        alerts = alert_rules.AlertArguments.checked(webhooks, slacks, repeat)
         if name is not None:
             self._check_name(name)
         if periodicity is not None:
@@ -294,6 +298,7 @@ class BusinessLogic:
             if emails is not None and set(emails) != set(canary.emails):
                 changes["emails"] = list(emails)
             expect = self.runs.max_runtime_changes(canary, max_runtime, changes)
+            changes.update(alerts.changes(canary))
             notifications: list[NewNotification] = []
             if periodicity is not None and periodicity != canary.periodicity:
                 changes["periodicity"] = periodicity
@@ -311,13 +316,15 @@ class BusinessLogic:
                         )
             if not changes:
                 raise BadRequestError("No updates specified")
-            if not self.store.update(canary_id, changes, expect=expect, notifications=notifications):
+            done = alert_rules.complete_changes(self.store, canary, changes, self.clock.now(), self.alerts)
+            history, prune = done.entry, self._prune_policy(self.clock.now())
+            if not self.store.update(
+                canary_id, changes, expect=expect, history=history, prune=prune, notifications=notifications
+            ):
                 return None
             if "late" in changes:
                 self._log_change("late" if changes["late"] else "resumed", canary)
-            for key, value in changes.items():
-                setattr(canary, key, value)
-            return canary
+            return done.finish(self.store)
 
         return self._retry(attempt)
 
@@ -341,7 +348,7 @@ class BusinessLogic:
                 notifications = self._notifications_for("resumed", canary, now, deadline, recent)
             ok = self.store.update(
                 canary_id,
-                {"late": False, "paused": False, "deadline": deadline},
+                {"late": False, "paused": False, "deadline": deadline, **alert_rules.no_reminder(canary)},
                 expect=self._expect(canary),
                 history=entry,
                 prune=self._prune_policy(now),
@@ -370,6 +377,7 @@ class BusinessLogic:
                 raise BadRequestError("Canary is already paused")
             now = self.clock.now()
             changes, expect = self.runs.with_pause(canary, paused=True, now=now)
+            changes.update(alert_rules.no_reminder(canary))
             ok = self.store.update(
                 canary_id,
                 changes,
@@ -391,6 +399,7 @@ class BusinessLogic:
                 raise BadRequestError("Canary is not paused")
             now = self.clock.now()
             changes, expect = self.runs.with_pause(canary, paused=False, now=now)
+            changes.update(alert_rules.reminder_from(canary, now, paused=False))
             ok = self.store.update(
                 canary_id,
                 changes,
@@ -417,52 +426,11 @@ class BusinessLogic:
         """
         if not search:
             return self.store.iter_canaries(paused=paused, late=late, history=verbose)
-        matching = self._search(search, paused, late)
+        matching = search_canaries(self.store, search, paused, late)
         if not verbose:
             return iter(matching)
         ids = {canary.id for canary in matching}
         return (c for c in self.store.iter_canaries(paused=paused, late=late, history=True) if c.id in ids)
-
-    def _search(self, search: str, paused: bool | None, late: bool | None) -> list[Canary]:
-        """The canaries (without history) that `search` matches, within the time budget.
-
-        The `regex` module takes Python's `re` syntax, stops a match at a timeout,
-        and releases the GIL while matching (concurrent=True), so even a
-        catastrophically backtracking pattern neither runs long nor stalls the
-        threads serving other requests.
-        """
-        _check_length("Search", search, limits.MAX_SEARCH_LENGTH)
-        # The regex module unrolls counted repetitions when compiling: (x{1000}){1000}
-        # costs a quarter of a second, one more level exhausts memory.
-        repeats = 1
-        for low, high in _COUNTED_REPEAT.findall(search):
-            repeats *= max(int(low or 0), int(high or 0), 1)
-            if repeats > limits.MAX_SEARCH_REPEAT:
-                raise BadRequestError(
-                    f"Search repeats too much (counted repetitions multiply to more than "
-                    f"{limits.MAX_SEARCH_REPEAT})"
-                )
-        try:
-            matcher = regex.compile(search)
-        except (regex.error, RecursionError, OverflowError, ValueError) as exc:
-            raise BadRequestError(f"Invalid search regular expression: {exc}") from exc
-        give_up = time.monotonic() + limits.SEARCH_TIME_LIMIT
-        found: list[Canary] = []
-        for canary in self.store.iter_canaries(paused=paused, late=late, history=False):
-            for text in (canary.name, canary.slug, canary.id, *canary.emails):
-                left = give_up - time.monotonic()
-                try:
-                    if left <= 0:
-                        raise TimeoutError
-                    if matcher.search(text, timeout=left, concurrent=True):
-                        found.append(canary)
-                        break
-                except TimeoutError:
-                    raise BadRequestError(
-                        f"Search took longer than {limits.SEARCH_TIME_LIMIT:g} s; "
-                        "use a simpler regular expression"
-                    ) from None
-        return found
 
     def last_triggers(self, canary_ids: Sequence[str]) -> dict[str, datetime]:
         """When each canary was last triggered, by its history (left out: not since creation,
@@ -490,9 +458,8 @@ class BusinessLogic:
         if full is None or self._expect(full) != self._expect(canary):
             return False
         notifications = self._notifications_for("late", full, now, full.deadline, full.history or [])
-        ok = self.store.update(
-            canary.id, {"late": True}, expect=self._expect(canary), notifications=notifications
-        )
+        changes = {"late": True, **alert_rules.reminder_from(full, now, late=True)}
+        ok = self.store.update(canary.id, changes, expect=self._expect(canary), notifications=notifications)
         if ok:
             self._log_change("late", full)
             self.on_change()

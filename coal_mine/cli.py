@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from coal_mine import cli_runs
+from coal_mine import cli_alerts, cli_runs
 from coal_mine.cli_http import HttpFailure, call
 from coal_mine.cli_output import render, render_failure
 from coal_mine.cli_settings import (
@@ -190,6 +190,11 @@ _IDENT = (  # one of them: argparse names them in this order
     Param("slug", "canary slug", group="ident"),
 )
 _COMMENT = Param("comment", "comment for the history entry")
+_ALERT_OPTIONS = (
+    Param("webhook", 'URL to POST each event to (repeatable; on update "-" clears the list)', kind="repeat"),
+    Param("slack", 'Slack incoming-webhook URL (repeatable; on update "-" clears the list)', kind="repeat"),
+    Param("repeat", "remind every SECONDS while the canary stays late (0: never)", metavar="SECONDS"),
+)
 
 COMMANDS: dict[str, Command] = {
     "configure": Command(f"save the given connection and output options to {CONFIG_FILE}", no_history=False),
@@ -206,6 +211,7 @@ COMMANDS: dict[str, Command] = {
             Param("description", "free-form description"),
             Param("email", "address to notify (repeatable)", kind="repeat"),
             Param("paused", "create the canary paused", kind="flag"),
+            *_ALERT_OPTIONS,
         ),
     ),
     "delete": Command("delete a canary", _IDENT, required_group="ident", no_history=False),
@@ -218,6 +224,7 @@ COMMANDS: dict[str, Command] = {
             Param("periodicity", "new periodicity or schedule", type=_periodicity),
             Param("description", "new description"),
             Param("email", 'address to notify (repeatable); "-" clears the list', kind="repeat"),
+            *_ALERT_OPTIONS,
         ),
     ),
     "get": Command("show a canary", _IDENT, required_group="ident"),
@@ -244,6 +251,12 @@ COMMANDS: dict[str, Command] = {
     "unpause": Command("unpause a canary", (*_IDENT, _COMMENT), required_group="ident"),
     "status": Command(
         "show whether the server can detect late canaries (its health), and its badge key", no_history=False
+    ),
+    "test": Command(
+        "send a test notification through every target of a canary now and show each result",
+        _IDENT,
+        required_group="ident",
+        no_history=False,
     ),
 }
 cli_runs.extend(COMMANDS, Param, Command, _IDENT, _COMMENT)
@@ -306,11 +319,14 @@ def build_parser() -> argparse.ArgumentParser:
             parents=[common],
         )
         _add_params(sub, command)
+    cli_alerts.add_outbox(subs, common, EPILOG)
     return parser
 
 
 def request_params(args: argparse.Namespace) -> list[tuple[str, str]]:
     """Query-string parameters for the command in ``args`` (auth key excluded)."""
+    if args.command == "outbox":
+        return cli_alerts.params(args)
     params: list[tuple[str, str]] = []
     for param in COMMANDS[args.command].params:
         value = getattr(args, param.name, None)
@@ -372,7 +388,8 @@ def _execute(args: argparse.Namespace, settings: Settings) -> None:
         except (KeyError, TypeError):
             raise CliError("invalid response to get: no canary id", EXIT_RESPONSE) from None
         args.name = None
-    data = call(settings, command, request_params(args), send_key=command not in cli_runs.OPEN_COMMANDS)
+    path = cli_alerts.endpoint(args) if command == "outbox" else command
+    data = call(settings, path, request_params(args), send_key=command not in cli_runs.OPEN_COMMANDS)
     text = render(
         data,
         settings.fmt,

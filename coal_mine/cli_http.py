@@ -139,13 +139,14 @@ def call(settings: Settings, command: str, params: list[tuple[str, str]], send_k
     params = list(params)
     if send_key and settings.auth_key:
         params.append(("auth_key", settings.auth_key))
-    url = settings.base_url + command
+    server = settings.base_url[: -len(API_PATH)] or settings.base_url
+    # A command that is a path of its own (/coal-mine/v1/outbox) is not below API_PATH.
+    url = server + command if command.startswith("/") else settings.base_url + command
     if params:
         url += "?" + urllib.parse.urlencode(params)
     request = urllib.request.Request(
         url, headers={"Accept": "application/json", "User-Agent": f"cmcli/{__version__}"}
     )
-    server = settings.base_url[: -len(API_PATH)] or settings.base_url
     deadline = Deadline(settings.timeout)
     opener = urllib.request.build_opener(
         _DeadlineHTTPHandler(deadline), _DeadlineHTTPSHandler(deadline, settings.ssl_context)

@@ -7,6 +7,7 @@ import pprint
 from datetime import UTC, datetime, tzinfo
 from typing import Any
 
+from coal_mine import cli_alerts
 from coal_mine.models import CANARY_JSON_FIELDS
 
 FORMATS = ("python", "json", "human")
@@ -154,6 +155,9 @@ def human_list(canaries: list[Any], tz: tzinfo | None) -> str:
 
 def render_human(command: str, subject: str, data: Any, tz: tzinfo | None) -> str:
     """The --human text for a successful response; `subject` names the canary ("id abcdefgh")."""
+    alert_text = cli_alerts.human(data)
+    if alert_text is not None:
+        return alert_text
     if isinstance(data, dict):
         if isinstance(data.get("canaries"), list):
             return human_list(data["canaries"], tz)

@@ -14,6 +14,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 from typing import Any
 
+from coal_mine import alert_config
 from coal_mine.limits import MAX_REQUEST_BODY
 
 CONFIG_FILE = "coal-mine.ini"
@@ -139,6 +140,7 @@ class Config:
     web: WebConfig = field(default_factory=WebConfig)
     health: HealthConfig = field(default_factory=HealthConfig)
     watchdog: WatchdogConfig = field(default_factory=WatchdogConfig)
+    alerts: alert_config.AlertConfig = field(default_factory=alert_config.AlertConfig)
 
 
 # Known settings of each section; [mongodb] also passes unknown keys to MongoClient.
@@ -163,6 +165,7 @@ _KNOWN = {
     "web": {"base_url", "session_lifetime"},
     "health": {"worker_timeout"},
     "watchdog": {"url", "timeout"},
+    **alert_config.KNOWN,
 }
 
 
@@ -223,8 +226,15 @@ def _given(get: Getter, where: Namer, parsers: Mapping[str, Parser]) -> dict[str
     return {key: parse(where(key), value) for key, parse in parsers.items() if (value := get(key))}
 
 
+def _sender(where: str, value: str) -> str:
+    try:
+        return alert_config.sender(where, value)
+    except alert_config.AlertConfigError as exc:
+        raise ConfigError(str(exc)) from None
+
+
 _EMAIL_PARSERS: dict[str, Parser] = {
-    "sender": _text,
+    "sender": _sender,
     "host": _text,
     "port": _port,
     "username": _text,
@@ -314,6 +324,13 @@ def environment_store(environ: Mapping[str, str]) -> MongoConfig | PostgresConfi
     return None
 
 
+def _alerts(get: alert_config.Get, where: alert_config.Where) -> alert_config.AlertConfig:
+    try:
+        return alert_config.load(get, where)
+    except alert_config.AlertConfigError as exc:
+        raise ConfigError(str(exc)) from None
+
+
 def from_environment(environ: Mapping[str, str]) -> Config:
     """The environment mode, used when MONGODB_URI, POSTGRESQL_URI or DATABASE_URL is set
     (as on Heroku)."""
@@ -358,6 +375,10 @@ def from_environment(environ: Mapping[str, str]) -> Config:
         web=WebConfig(**_given(getter(web_names), where(web_names), _WEB_PARSERS)),
         watchdog=WatchdogConfig(
             **_given(getter({"url": "WATCHDOG_URL"}), where({"url": "WATCHDOG_URL"}), _WATCHDOG_PARSERS)
+        ),
+        alerts=_alerts(
+            lambda s, k: environ.get(alert_config.ENVIRONMENT[s, k]) or None,
+            lambda s, k: alert_config.ENVIRONMENT[s, k],
         ),
     )
 
@@ -440,6 +461,7 @@ def from_ini(path: str) -> Config:
         web=WebConfig(**given("web", _WEB_PARSERS)),
         health=HealthConfig(**given("health", _HEALTH_PARSERS)),
         watchdog=WatchdogConfig(**given("watchdog", _WATCHDOG_PARSERS)),
+        alerts=_alerts(lambda s, k: getter(s)(k), lambda s, k: f"{path}: [{s}] {k}"),
     )
 
 

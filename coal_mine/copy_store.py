@@ -21,7 +21,7 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, TextIO
 
 from coal_mine.abstract_store import AbstractStore
@@ -87,8 +87,9 @@ def open_store(uri: str, option: str, *, must_exist: bool) -> AbstractStore:
     raise CopyError(f"{option}: not a store URI (sqlite:///path, mongodb://… or postgresql://…)")
 
 
-def _note_key(note: Notification) -> tuple[str, str, Any, str]:
-    return (note.canary_id, note.kind, note.created, json.dumps(note.payload, sort_keys=True, default=str))
+def _note_key(note: Notification) -> tuple[str, str, Any, str, str, str]:
+    payload = json.dumps(note.payload, sort_keys=True, default=str)
+    return (note.canary_id, note.kind, note.created, payload, note.channel, note.target)
 
 
 def _conflicts(source: AbstractStore, dest: AbstractStore) -> tuple[int, list[str]]:
@@ -108,13 +109,22 @@ def _conflicts(source: AbstractStore, dest: AbstractStore) -> tuple[int, list[st
 
 
 def _add_notifications(dest: AbstractStore, canary_id: str, notes: list[Notification]) -> None:
-    """Record pending notifications in `dest` as the source has them, in order.
+    """Record pending notifications (one per event and target) in `dest` as the source has them,
+    in order.
 
     A canary that is gone from the source (its messages still pending) is created
     for a moment to carry them: the store contract keeps pending notifications
     when a canary is deleted.
     """
-    new = [NewNotification(kind=n.kind, created=n.created, payload=n.payload) for n in notes]
+    # One event per run of entries that share their event in the source, each entry a target.
+    new: list[NewNotification] = []
+    events: list[Any] = []
+    for note in notes:
+        if new and events[-1] == note.event:
+            new[-1] = replace(new[-1], targets=(*new[-1].targets, (note.channel, note.target)))
+        else:
+            new.append(NewNotification(note.kind, note.created, note.payload, ((note.channel, note.target),)))
+            events.append(note.event)
     if dest.get(canary_id, history=False) is not None:
         if not dest.update(canary_id, {}, notifications=new):
             raise CopyError(f"canary {canary_id} changed in the destination during the copy")

@@ -25,6 +25,8 @@ __all__ = [
     "MAX_SCHEDULE_LENGTH",
     "MAX_SEARCH_LENGTH",
     "MAX_SEARCH_REPEAT",
+    "MAX_URLS",
+    "MAX_URL_LENGTH",
     "RESPONSE_TIME_LIMIT",
     "SEARCH_TIME_LIMIT",
 ]
@@ -44,6 +46,8 @@ MAX_RID_LENGTH = 100  # a run id (rid) pairing a start with its end
 MAX_EMAIL_LENGTH = 254  # the longest address SMTP can carry (RFC 5321)
 MAX_EMAILS = 100
 MAX_SCHEDULE_LENGTH = 10000  # a periodicity schedule string
+MAX_URL_LENGTH = 2000  # a webhook or slack URL
+MAX_URLS = 20  # webhook URLs, and again slack URLs, per canary
 
 # list?search=: pattern length (characters) and the total matching time (seconds).
 MAX_SEARCH_LENGTH = 1000

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import itertools
 import threading
 from collections.abc import Iterable, Iterator, Mapping
 from datetime import datetime
 from typing import Any
 
-from coal_mine.abstract_store import ALL_FIELDS, AbstractStore
+from coal_mine.abstract_store import ALL_FIELDS, LIST_FIELDS, AbstractStore
 from coal_mine.models import (
     AlreadyExistsError,
     Canary,
@@ -18,6 +19,8 @@ from coal_mine.models import (
     Notification,
     Output,
     PrunePolicy,
+    Target,
+    TargetStatus,
     WorkerHeartbeat,
 )
 
@@ -42,6 +45,8 @@ class MemoryStore(AbstractStore):
         self._heartbeats: dict[str, WorkerHeartbeat] = {}
         self._settings: dict[str, str] = {}
         self._outputs: dict[str, list[tuple[datetime, Output]]] = {}  # newest first
+        self._events = itertools.count(1)
+        self._statuses: dict[tuple[str, str, str], TargetStatus] = {}
 
     def create(self, canary: Canary) -> None:
         with self._lock:
@@ -77,8 +82,8 @@ class MemoryStore(AbstractStore):
     @staticmethod
     def _copy(canary: Canary, history: bool) -> Canary:
         result = copy.copy(canary)
-        result.emails = list(canary.emails)
-        result.runs = list(canary.runs)
+        for name in (*LIST_FIELDS, "runs"):
+            setattr(result, name, list(getattr(canary, name)))
         result.history = list(canary.history or []) if history else None
         return result
 
@@ -114,7 +119,7 @@ class MemoryStore(AbstractStore):
             for name, value in changes.items():
                 if name not in ALL_FIELDS:
                     raise ValueError(f"unknown canary field {name}")
-                setattr(canary, name, list(value) if name in ("emails", "runs") else value)
+                setattr(canary, name, list(value) if name in (*LIST_FIELDS, "runs") else value)
             if history is not None:
                 entries = canary.history if canary.history is not None else []
                 entries.insert(0, history)
@@ -125,15 +130,20 @@ class MemoryStore(AbstractStore):
                 canary.history = entries
                 self._prune_outputs(canary)
             for new in notifications:
-                nid = next(self._ids)
-                self._notifications[nid] = Notification(
-                    id=nid,
-                    canary_id=canary_id,
-                    kind=new.kind,
-                    created=new.created,
-                    payload=copy.deepcopy(new.payload),
-                    not_before=new.created,
-                )
+                event = next(self._events)
+                for channel, target in new.targets:
+                    nid = next(self._ids)
+                    self._notifications[nid] = Notification(
+                        id=nid,
+                        canary_id=canary_id,
+                        kind=new.kind,
+                        created=new.created,
+                        payload=copy.deepcopy(new.payload),
+                        not_before=new.created,
+                        event=event,
+                        channel=channel,
+                        target=target,
+                    )
             return True
 
     def _prune_outputs(self, canary: Canary) -> None:
@@ -150,6 +160,7 @@ class MemoryStore(AbstractStore):
     def delete(self, canary_id: str) -> bool:
         with self._lock:
             self._outputs.pop(canary_id, None)
+            self._statuses = {k: v for k, v in self._statuses.items() if k[0] != canary_id}
             return self._canaries.pop(canary_id, None) is not None
 
     def iter_canaries(
@@ -188,55 +199,139 @@ class MemoryStore(AbstractStore):
             due.sort(key=lambda item: item[0])
             return [self._copy(c, False) for _, c in due[:limit]]
 
-    def _heads(self) -> list[Notification]:
-        """The oldest pending notification of each canary: only those may be sent."""
-        heads: dict[str, Notification] = {}
+    def _reminding(self) -> list[tuple[datetime, Canary]]:
+        """(remind_at, canary) of each late, unpaused canary with a reminder due some time."""
+        return [(c.remind_at, c) for c in self._canaries.values() if c.late and not c.paused and c.remind_at]
+
+    def due_reminders(self, now: datetime, limit: int) -> list[Canary]:
+        with self._lock:
+            due = sorted(((at, c) for at, c in self._reminding() if at <= now), key=lambda pair: pair[0])
+            return [self._copy(c, False) for _, c in due[:limit]]
+
+    def next_reminder_time(self) -> datetime | None:
+        with self._lock:
+            return min((at for at, _ in self._reminding()), default=None)
+
+    def _heads(self, channel: str | None = None) -> list[Notification]:
+        """The oldest pending entry of each target: only those may be sent."""
+        heads: dict[tuple[str, str, str], Notification] = {}
         for nid in sorted(self._notifications):
             note = self._notifications[nid]
-            heads.setdefault(note.canary_id, note)
+            if channel is None or note.channel == channel:
+                heads.setdefault((note.canary_id, note.channel, note.target), note)
         return list(heads.values())
 
     def _available_at(self, note: Notification) -> datetime:
         lease = self._leases.get(note.id)
+        assert note.not_before is not None
         return max(note.not_before, lease[1]) if lease else note.not_before
 
-    def _sendable(self, now: datetime) -> list[Notification]:
-        return [note for note in self._heads() if self._available_at(note) <= now]
-
-    def claim_notification(self, now: datetime, owner: str, lease_until: datetime) -> Notification | None:
+    def claim_notifications(
+        self, now: datetime, owner: str, lease_until: datetime, channel: str, *, group: bool = False
+    ) -> list[Notification]:
         with self._lock:
-            sendable = self._sendable(now)
+            sendable = [note for note in self._heads(channel) if self._available_at(note) <= now]
             if not sendable:
-                return None
-            note = sendable[0]
-            self._leases[note.id] = (owner, lease_until)
-            return copy.deepcopy(note)
+                return []
+            first = sendable[0]
+            claimed = [n for n in sendable if n.event == first.event] if group else [first]
+            for note in claimed:
+                self._leases[note.id] = (owner, lease_until)
+            return copy.deepcopy(claimed)
 
     def _holds_lease(self, note: Notification, owner: str) -> bool:
         lease = self._leases.get(note.id)
-        return lease is not None and lease[0] == owner
+        return lease is not None and lease[0] == owner and note.id in self._notifications
 
-    def complete_notification(self, notification: Notification, owner: str) -> None:
+    def extend_lease(self, notifications: Iterable[Notification], owner: str, lease_until: datetime) -> bool:
         with self._lock:
-            if self._holds_lease(notification, owner):
-                self._notifications.pop(notification.id, None)
-                self._leases.pop(notification.id, None)
+            held = True
+            for note in notifications:
+                if self._holds_lease(note, owner):
+                    self._leases[note.id] = (owner, lease_until)
+                else:
+                    held = False
+            return held
 
-    def retry_notification(self, notification: Notification, owner: str, not_before: datetime) -> None:
+    def _status(self, note: Notification) -> TargetStatus:
+        key = (note.canary_id, note.channel, note.target)
+        return self._statuses.get(key) or TargetStatus(note.channel, note.target)
+
+    def complete_notifications(
+        self, notifications: Iterable[Notification], owner: str, now: datetime
+    ) -> None:
+        with self._lock:
+            for note in notifications:
+                if self._holds_lease(note, owner):
+                    self._notifications.pop(note.id, None)
+                    self._leases.pop(note.id, None)
+                    self._statuses[(note.canary_id, note.channel, note.target)] = dataclasses.replace(
+                        self._status(note), last_success=now
+                    )
+
+    def retry_notification(
+        self,
+        notification: Notification,
+        owner: str,
+        not_before: datetime,
+        *,
+        error: str = "",
+        permanent: bool = False,
+        now: datetime | None = None,
+    ) -> None:
         with self._lock:
             stored = self._notifications.get(notification.id)
-            if stored is not None and self._holds_lease(notification, owner):
-                stored.attempts += 1
-                stored.not_before = not_before
-                self._leases.pop(notification.id, None)
+            if stored is None or not self._holds_lease(notification, owner):
+                return
+            stored.attempts += 1
+            stored.not_before = not_before
+            self._leases.pop(notification.id, None)
+            if error:
+                stored.last_error, stored.permanent = error, permanent
+                key = (stored.canary_id, stored.channel, stored.target)
+                self._statuses[key] = dataclasses.replace(
+                    self._status(stored), last_error=error, last_error_at=now or not_before
+                )
 
-    def next_notification_time(self) -> datetime | None:
+    def next_notification_time(self, channel: str | None = None) -> datetime | None:
         with self._lock:
-            return min((self._available_at(note) for note in self._heads()), default=None)
+            return min((self._available_at(note) for note in self._heads(channel)), default=None)
 
-    def pending_notifications(self) -> list[Notification]:
+    def pending_notifications(self, canary_id: str | None = None) -> list[Notification]:
         with self._lock:
-            return [copy.deepcopy(self._notifications[k]) for k in sorted(self._notifications)]
+            return [
+                copy.deepcopy(self._notifications[k])
+                for k in sorted(self._notifications)
+                if canary_id is None or self._notifications[k].canary_id == canary_id
+            ]
+
+    def withdraw_notifications(
+        self, canary_id: str, targets: Iterable[Target] | None = None, *, permanent_only: bool = False
+    ) -> list[Notification]:
+        wanted = None if targets is None else set(targets)
+        with self._lock:
+            gone = [
+                nid
+                for nid in sorted(self._notifications)
+                if (note := self._notifications[nid]).canary_id == canary_id
+                and (wanted is None or (note.channel, note.target) in wanted)
+                and (note.permanent or not permanent_only)
+            ]
+            self._leases = {k: v for k, v in self._leases.items() if k not in gone}
+            return [self._notifications.pop(nid) for nid in gone]
+
+    def drop_notification(self, notification_id: str) -> Notification | None:
+        with self._lock:
+            try:
+                nid = int(notification_id)
+            except ValueError:
+                return None
+            self._leases.pop(nid, None)
+            return self._notifications.pop(nid, None)
+
+    def target_statuses(self, canary_id: str) -> list[TargetStatus]:
+        with self._lock:
+            return [status for key, status in self._statuses.items() if key[0] == canary_id]
 
     def count_notifications(self) -> int:
         with self._lock:

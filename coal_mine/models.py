@@ -49,6 +49,10 @@ class Canary:
     deadline: datetime | None = None
     history: list[HistoryEntry] | None = None
     badge_key: str | None = None  # public name for status badges; None on canaries made by 0.7
+    webhooks: list[str] = field(default_factory=list)
+    slacks: list[str] = field(default_factory=list)
+    repeat: float = 0  # seconds between [STILL LATE] reminders; 0: none
+    remind_at: datetime | None = None  # when the next reminder is due (late canaries only)
     max_runtime: float | None = None
     failed: bool = False
     runs: list[Run] = field(default_factory=list)
@@ -68,28 +72,55 @@ class Output:
 
 @dataclass
 class Notification:
-    """A pending late/resumed message, recorded with the state change that caused it.
+    """One event to deliver to one channel target: the unit of the outbox.
 
-    `payload` is a snapshot taken at that moment (name, emails, deadline, recent
-    history), so the message can be sent even if the canary changes or goes away.
+    An event (late, resumed, reminder, ...) is recorded with the state change that
+    caused it, as one of these per target; all share `event` and the snapshot
+    `payload` (name, targets, deadline, recent history), so each can be delivered
+    even if the canary changes or goes away. Delivery state (attempts, backoff,
+    lease, last error) is per target, so one failing target never holds back
+    another and a retry resends only where delivery failed.
     """
 
     id: Any
     canary_id: str
-    kind: str  # "late" or "resumed"
+    kind: str  # "late", "resumed", "reminder", "test", ...
     created: datetime
     payload: dict[str, Any]
     not_before: datetime
     attempts: int = 0
+    event: Any = None  # shared by the deliveries of one event
+    channel: str = "email"  # a kind in coal_mine.channels
+    target: str = ""  # email address, webhook URL, ...
+    last_error: str | None = None
+    permanent: bool = False  # the last failure was one a retry is unlikely to cure
+
+
+Target = tuple[str, str]  # (channel kind, target)
 
 
 @dataclass(frozen=True)
 class NewNotification:
-    """A notification to record as part of a store update."""
+    """An event to record as part of a store update: one delivery per target.
+
+    An event with no targets records nothing.
+    """
 
     kind: str
     created: datetime
     payload: dict[str, Any]
+    targets: tuple[Target, ...] = ()
+
+
+@dataclass(frozen=True)
+class TargetStatus:
+    """The outcome of the latest deliveries to one target of one canary."""
+
+    channel: str
+    target: str
+    last_success: datetime | None = None
+    last_error: str | None = None
+    last_error_at: datetime | None = None
 
 
 @dataclass(frozen=True)

@@ -5,9 +5,12 @@ The canary document is Coal Mine 0.7's, unchanged: id, name, slug, periodicity
 ([date, comment] arrays, newest first), late, deadline (absent while paused),
 and 0.7's own `notify` flag.
 
-The one field we add is `notifications`: events recorded in the same atomic
+The fields we add are `notifications`: events recorded in the same atomic
 write as the state change that caused them, and moved to the outbox collection
-right after (see mongo_outbox). Coal Mine 0.7.1 turns the whole document into
+right after (see mongo_outbox); and, only on canaries that use them, `webhooks`
+and `slacks` (lists of URLs), `repeat` (seconds) and `remind_at` (the next
+reminder, as fixed-width ISO 8601 text so that it both compares in order and is
+JSON). Coal Mine 0.7.1 turns the whole document into
 JSON, converting only `deadline` and `history`, so an event holds nothing its
 JSON encoder refuses: strings, numbers, lists and dicts only (times as ISO 8601).
 """
@@ -50,10 +53,22 @@ def utc_time(value: Any) -> datetime:
     return result
 
 
+_REMIND_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
+
+
+def remind_text(value: datetime) -> str:
+    """A reminder time as stored: UTC, fixed width, so text order is time order."""
+    return utc(value).strftime(_REMIND_FORMAT)
+
+
 def field_value(name: str, value: Any) -> Any:
-    """A canary field's value as Coal Mine 0.7 stores it."""
-    if name == "emails":
+    """A canary field's value as Coal Mine 0.7 stores it (ours as JSON-safe values)."""
+    if name in ("emails", "webhooks", "slacks"):
         return list(value)
+    if name == "repeat":
+        return float(value)
+    if name == "remind_at":
+        return remind_text(value)
     if name == "periodicity" and not isinstance(value, str):
         return float(value)  # Coal Mine stores numeric periodicities as doubles
     if name in ("paused", "late"):
@@ -81,6 +96,10 @@ def doc_to_canary(doc: Mapping[str, Any], history: bool) -> Canary:
         history=[(utc_time(ts), comment) for ts, comment in doc.get("history") or []] if history else None,
         badge_key=doc.get("badge_key") or None,
         **run_fields(doc),
+        webhooks=list(doc.get("webhooks") or []),
+        slacks=list(doc.get("slacks") or []),
+        repeat=float(doc.get("repeat") or 0),
+        remind_at=utc_time(doc["remind_at"]) if doc.get("remind_at") else None,
     )
 
 
@@ -105,6 +124,10 @@ def canary_to_doc(canary: Canary) -> dict[str, Any]:
         value = stored(name, getattr(canary, name))
         if value is not None:
             doc[name] = value
+    for name in ("webhooks", "slacks", "repeat", "remind_at"):  # only when used
+        value = getattr(canary, name)
+        if value:
+            doc[name] = field_value(name, value)
     return doc
 
 
@@ -117,4 +140,5 @@ def event_doc(new: NewNotification) -> dict[str, Any]:
         "kind": new.kind,
         "created": new.created.isoformat(),
         "payload": dict(new.payload),
+        "targets": [[channel, target] for channel, target in new.targets],
     }

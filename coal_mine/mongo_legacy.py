@@ -73,24 +73,32 @@ def adopt_legacy(canaries: Collection[Any], retrier: Retrier, canary_id: str | N
 
 
 def legacy_count(canaries: Collection[Any]) -> int:
-    """How many messages legacy_pending() lists."""
-    return canaries.count_documents({"notify": True, "emails.0": {"$exists": True}})
+    """How many deliveries legacy_pending() lists (one per address)."""
+    flagged = canaries.find({"notify": True, "emails.0": {"$exists": True}}, {"_id": 0, "emails": 1})
+    return sum(len(set(doc.get("emails") or [])) for doc in flagged)
 
 
-def legacy_pending(canaries: Collection[Any]) -> list[Notification]:
-    """The messages Coal Mine flags stand for, not yet adopted (id "notify:<canary id>")."""
+def legacy_pending(canaries: Collection[Any], canary_id: str | None = None) -> list[Notification]:
+    """The deliveries Coal Mine flags stand for, not yet adopted: one per address
+    (id "notify:<canary id>/<n>")."""
+    query: dict[str, Any] = {"notify": True}
+    if canary_id is not None:
+        query["id"] = canary_id
     found = []
-    for doc in canaries.find({"notify": True}, {"_id": 0, "notifications": 0}):
-        if doc.get("emails"):
-            new = legacy_notification(doc)
+    for doc in canaries.find(query, {"_id": 0, "notifications": 0}):
+        new = legacy_notification(doc)
+        for number, (channel, target) in enumerate(new.targets):
             found.append(
                 Notification(
-                    id=f"notify:{doc['id']}",
+                    id=f"notify:{doc['id']}/{number}",
                     canary_id=doc["id"],
                     kind=new.kind,
                     created=new.created,
                     payload=new.payload,
                     not_before=new.created,
+                    event=f"notify:{doc['id']}",
+                    channel=channel,
+                    target=target,
                 )
             )
     return found

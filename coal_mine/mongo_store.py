@@ -37,6 +37,8 @@ from coal_mine.models import (
     Output,
     PrunePolicy,
     StoreUnavailableError,
+    Target,
+    TargetStatus,
 )
 from coal_mine.mongo_docs import (
     HAS_ROOM,
@@ -45,6 +47,7 @@ from coal_mine.mongo_docs import (
     doc_to_canary,
     event_doc,
     field_value,
+    remind_text,
     utc_time,
 )
 from coal_mine.mongo_legacy import adopt_legacy, migrate_old_layout
@@ -134,6 +137,7 @@ class MongoStore(MongoOperations, AbstractStore):
             # due_canaries, earliest_deadline, list's paused filter
             (self.canaries, [("paused", ASCENDING), ("late", ASCENDING), ("deadline", ASCENDING)], {}),
             (self.canaries, [("notify", ASCENDING)], {}),  # Coal Mine's pending notifications
+            (self.canaries, [("remind_at", ASCENDING)], {"sparse": True}),  # reminders
             *self._outbox.indexes(),
             (self.canaries, *BADGE_INDEX),  # badges; Coal Mine 0.7's canaries have none
             *self._runs.indexes(),
@@ -145,6 +149,7 @@ class MongoStore(MongoOperations, AbstractStore):
                 # e.g. duplicate ids or slugs already in the data: keep serving, say so.
                 log.warning("Cannot create index %s on %s: %s", keys, collection.name, exc)
         migrate_old_layout(self.canaries, self.outbox, self._retry)
+        self._outbox.split_old_entries()
 
     # --- canaries ---------------------------------------------------------------------
 
@@ -344,6 +349,7 @@ class MongoStore(MongoOperations, AbstractStore):
             result = self._retry.run("delete", partial(self.canaries.delete_one, query), deleted)
             if result_count(result, "deleted_count") == 1:
                 self._runs.delete(canary_id)
+                self._outbox.forget_statuses(canary_id)
                 return True
             exists = self._retry.read("find", lambda: self.canaries.find_one({"id": canary_id}, {"_id": 1}))
             if exists is None:
@@ -416,23 +422,78 @@ class MongoStore(MongoOperations, AbstractStore):
             doc_to_canary(doc, False) for doc in self._runs.due_alarms(now, self._projection(False), limit)
         ]
 
+    _REMINDING = {"late": True, "paused": {"$ne": True}}
+
+    def due_reminders(self, now: datetime, limit: int) -> list[Canary]:
+        return self._retry.read(
+            "find",
+            lambda: [
+                doc_to_canary(doc, False)
+                for doc in self.canaries.find(
+                    {**self._REMINDING, "remind_at": {"$lte": remind_text(now)}},
+                    self._projection(False),
+                    sort=[("remind_at", ASCENDING)],
+                    limit=limit,
+                )
+            ],
+        )
+
+    def next_reminder_time(self) -> datetime | None:
+        doc = self._retry.read(
+            "find",
+            lambda: self.canaries.find_one(
+                {**self._REMINDING, "remind_at": {"$type": "string"}},
+                {"_id": 0, "remind_at": 1},
+                sort=[("remind_at", ASCENDING)],
+            ),
+        )
+        return utc_time(doc["remind_at"]) if doc else None
+
     # --- notification outbox (see mongo_outbox) -------------------------------------------
 
-    def claim_notification(self, now: datetime, owner: str, lease_until: datetime) -> Notification | None:
-        return self._outbox.claim(now, owner, lease_until)
+    def claim_notifications(
+        self, now: datetime, owner: str, lease_until: datetime, channel: str, *, group: bool = False
+    ) -> list[Notification]:
+        return self._outbox.claim(now, owner, lease_until, channel, group)
 
-    def complete_notification(self, notification: Notification, owner: str) -> None:
-        self._outbox.complete(notification, owner)
+    def extend_lease(self, notifications: Iterable[Notification], owner: str, lease_until: datetime) -> bool:
+        return self._outbox.extend(notifications, owner, lease_until)
 
-    def retry_notification(self, notification: Notification, owner: str, not_before: datetime) -> None:
-        self._outbox.retry(notification, owner, not_before)
+    def complete_notifications(
+        self, notifications: Iterable[Notification], owner: str, now: datetime
+    ) -> None:
+        self._outbox.complete(notifications, owner, now)
 
-    def next_notification_time(self) -> datetime | None:
-        return self._outbox.next_time()
+    def retry_notification(
+        self,
+        notification: Notification,
+        owner: str,
+        not_before: datetime,
+        *,
+        error: str = "",
+        permanent: bool = False,
+        now: datetime | None = None,
+    ) -> None:
+        self._outbox.retry(notification, owner, not_before, error, permanent, now)
+
+    def next_notification_time(self, channel: str | None = None) -> datetime | None:
+        return self._outbox.next_time(channel)
 
     def count_notifications(self) -> int:
         return self._outbox.count()
 
-    def pending_notifications(self) -> list[Notification]:
-        """Pending events (outbox and canaries) and Coal Mine's notify flags (id "notify:<id>")."""
-        return self._outbox.pending()
+    def pending_notifications(self, canary_id: str | None = None) -> list[Notification]:
+        """Pending entries (outbox and canaries) and Coal Mine's notify flags (id "notify:<id>/<n>")."""
+        return self._outbox.pending(canary_id)
+
+    def withdraw_notifications(
+        self, canary_id: str, targets: Iterable[Target] | None = None, *, permanent_only: bool = False
+    ) -> list[Notification]:
+        adopt_legacy(self.canaries, self._retry, canary_id)
+        return self._outbox.withdraw(canary_id, targets, permanent_only)
+
+    def drop_notification(self, notification_id: str) -> Notification | None:
+        return self._outbox.drop(notification_id)
+
+    def target_statuses(self, canary_id: str) -> list[TargetStatus]:
+        return self._outbox.target_statuses(canary_id)

@@ -38,7 +38,7 @@ class DeliveryOutcomes:
         self.heartbeat = heartbeat
 
     def __call__(self, note: Notification, channel: str, error: Any = None) -> None:
-        event = getattr(note, "event", note.id)  # one event may go to several targets
+        event = note.event if note.event is not None else note.id  # one event, several targets
         fields = {"canary_id": note.canary_id, "event_id": event, "kind": note.kind, "channel": channel}
         if error is None:
             COUNTERS.notifications_sent.labels(note.kind, channel).inc()

@@ -104,6 +104,52 @@ MIGRATIONS = [
     CREATE INDEX canaries_alarm ON canaries (alarm) WHERE alarm IS NOT NULL;
     ALTER TABLE history ADD COLUMN output text, ADD COLUMN output_size integer, ADD COLUMN output_cut boolean;
     """,
+    # 4: channels and reminders; the outbox holds one row per event and target (a
+    # pending email becomes one row per recipient), each with its own delivery state.
+    """
+    ALTER TABLE canaries ADD COLUMN webhooks text[] NOT NULL DEFAULT '{}';
+    ALTER TABLE canaries ADD COLUMN slacks text[] NOT NULL DEFAULT '{}';
+    ALTER TABLE canaries ADD COLUMN repeat double precision NOT NULL DEFAULT 0;
+    ALTER TABLE canaries ADD COLUMN remind_at timestamptz(3);
+    CREATE INDEX canaries_reminders ON canaries (remind_at) WHERE late AND NOT paused;
+    CREATE SEQUENCE delivery_events;
+    CREATE TABLE deliveries (
+        did bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        event bigint NOT NULL,
+        canary_id text NOT NULL,
+        kind text NOT NULL,
+        created timestamptz(3) NOT NULL,
+        payload json NOT NULL,
+        channel text NOT NULL,
+        target text NOT NULL,
+        attempts integer NOT NULL DEFAULT 0,
+        not_before timestamptz(3) NOT NULL,
+        lease_owner text,
+        lease_until timestamptz(3),
+        last_error text,
+        permanent boolean NOT NULL DEFAULT false
+    );
+    CREATE INDEX deliveries_by_target ON deliveries (canary_id, channel, target, did);
+    CREATE INDEX deliveries_by_channel ON deliveries (channel, did);
+    CREATE INDEX deliveries_by_event ON deliveries (event);
+    INSERT INTO deliveries (event, canary_id, kind, created, payload, channel, target, attempts, not_before)
+        SELECT n.nid, n.canary_id, n.kind, n.created, n.payload, 'email', e.address, n.attempts, n.not_before
+        FROM notifications n CROSS JOIN LATERAL json_array_elements_text(
+            CASE WHEN json_typeof(n.payload -> 'emails') = 'array' THEN n.payload -> 'emails' ELSE '[]' END
+        ) WITH ORDINALITY AS e(address, o)
+        ORDER BY n.nid, e.o;
+    SELECT setval('delivery_events', COALESCE((SELECT max(event) FROM deliveries), 0) + 1, false);
+    DROP TABLE notifications;
+    CREATE TABLE target_status (
+        canary_id text NOT NULL,
+        channel text NOT NULL,
+        target text NOT NULL,
+        last_success timestamptz(3),
+        last_error text,
+        last_error_at timestamptz(3),
+        PRIMARY KEY (canary_id, channel, target)
+    );
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -95,7 +95,7 @@ class PostgresOperations:
         return CanaryTotals(*row)
 
     def outbox_summary(self) -> OutboxSummary:
-        (row,) = self._query("outbox", "SELECT count(*), min(created) FROM notifications")
+        (row,) = self._query("outbox", "SELECT count(*), min(created) FROM deliveries")
         return OutboxSummary(row[0], utc(row[1]))
 
     def iter_canary_status(self) -> Iterator[CanaryStatus]:

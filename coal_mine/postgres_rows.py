@@ -2,37 +2,25 @@
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterable
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import psycopg
 
 from coal_mine.clock import to_millis, utc
-from coal_mine.models import Canary, NewNotification, Notification, PrunePolicy, Run
-from coal_mine.sql_shared import NOTIFICATION_COLUMNS, notification_from_row, prune_rows
+from coal_mine.models import Canary, PrunePolicy, Run
+from coal_mine.sql_shared import prune_rows
 
 CANARY_COLUMNS = (
     "c.seq, c.id, c.name, c.slug, c.periodicity_seconds, c.periodicity_schedule, "
     "c.description, c.emails, c.paused, c.late, c.deadline, c.badge_key, "
-    "c.max_runtime, c.failed, c.runs, c.last_duration, c.snooze_until, c.alarm"
+    "c.max_runtime, c.failed, c.runs, c.last_duration, c.snooze_until, c.alarm, "
+    "c.webhooks, c.slacks, c.repeat, c.remind_at"
 )
-NCOLUMNS = 18
+NCOLUMNS = 22
 HISTORY_ARRAYS = (
     "ARRAY(SELECT h.ts FROM history h WHERE h.canary_seq = c.seq ORDER BY h.ts DESC, h.hid DESC), "
     "ARRAY(SELECT h.comment FROM history h WHERE h.canary_seq = c.seq ORDER BY h.ts DESC, h.hid DESC)"
-)
-NOTE_COLUMNS = ", ".join(f"n.{column}" for column in NOTIFICATION_COLUMNS)
-# Only the oldest pending notification of a canary may be sent, so that one
-# canary's messages always go out in the order they happened.
-HEAD = "n.nid = (SELECT min(m.nid) FROM notifications m WHERE m.canary_id = n.canary_id)"
-# Inserts the notifications passed as parallel arrays, in order, for the canary `u` names.
-INSERT_NOTES = (
-    "INSERT INTO notifications (canary_id, kind, created, payload, not_before) "
-    "SELECT u.id, t.kind, t.created, t.payload::json, t.created FROM u, "
-    "unnest(%(kinds)s::text[], %(created)s::timestamptz[], %(payloads)s::text[]) "
-    "WITH ORDINALITY AS t(kind, created, payload, o) ORDER BY t.o"
 )
 
 
@@ -46,7 +34,8 @@ def periodicity(value: float | str) -> tuple[float | None, str | None]:
 
 def row_to_canary(row: Any, history: bool) -> Canary:
     _seq, cid, name, slug, seconds, schedule, description, emails, paused, late, deadline, badge = row[:12]
-    max_runtime, failed, runs, last_duration, snooze_until, alarm = row[12:NCOLUMNS]
+    max_runtime, failed, runs, last_duration, snooze_until, alarm = row[12:18]
+    webhooks, slacks, repeat, remind_at = row[18:NCOLUMNS]
     entries = None
     if history:
         entries = [(utc(ts), comment) for ts, comment in zip(row[NCOLUMNS], row[NCOLUMNS + 1], strict=True)]
@@ -68,6 +57,10 @@ def row_to_canary(row: Any, history: bool) -> Canary:
         last_duration=last_duration,
         snooze_until=utc(snooze_until),
         alarm=utc(alarm),
+        webhooks=list(webhooks),
+        slacks=list(slacks),
+        repeat=repeat,
+        remind_at=utc(remind_at),
     )
 
 
@@ -78,19 +71,6 @@ def runs_to_db(runs: list[Run]) -> list[Any] | None:
 
 def runs_from_db(value: Any) -> list[Run]:
     return [(rid, datetime.fromisoformat(start), bool(overdue)) for rid, start, overdue in value or []]
-
-
-def row_to_notification(row: Any) -> Notification:
-    return notification_from_row(row, lambda when: when.astimezone(UTC), dict)
-
-
-def notes_params(notifications: Iterable[NewNotification]) -> dict[str, Any]:
-    notes = list(notifications)
-    return {
-        "kinds": [n.kind for n in notes],
-        "created": [ms(n.created) for n in notes],
-        "payloads": [json.dumps(n.payload) for n in notes],
-    }
 
 
 def prune_needed(count: int, oldest: datetime | None, policy: PrunePolicy) -> bool:

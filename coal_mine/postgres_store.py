@@ -21,35 +21,30 @@ from psycopg import errors
 from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from coal_mine.abstract_store import ALL_FIELDS, RUN_FIELDS, AbstractStore
+from coal_mine.abstract_store import ALL_FIELDS, LIST_FIELDS, RUN_FIELDS, AbstractStore
 from coal_mine.clock import utc
 from coal_mine.models import (
     AlreadyExistsError,
     Canary,
     HistoryEntry,
     NewNotification,
-    Notification,
     Output,
     PrunePolicy,
     StoreUnavailableError,
 )
 from coal_mine.postgres_db import NOTIFY, Listener, describe, migrate, safe_uri, unavailable
 from coal_mine.postgres_ops import PostgresOperations
+from coal_mine.postgres_outbox import INSERT_DELIVERIES, PostgresOutbox, deliveries_params
 from coal_mine.sql_shared import last_entries_query
 from coal_mine.postgres_rows import (
     CANARY_COLUMNS,
-    HEAD,
     HISTORY_ARRAYS,
-    INSERT_NOTES,
-    NOTE_COLUMNS,
     ms,
-    notes_params,
     runs_to_db,
     periodicity,
     prune_history,
     prune_needed,
     row_to_canary,
-    row_to_notification,
 )
 
 log = logging.getLogger(__name__)
@@ -62,13 +57,12 @@ STATEMENT_TIMEOUT_MS = 5000  # so a request answers (503) before the HTTP reques
 _PAGE = 500  # canaries per query while streaming a list
 # A CTE that makes its statement's (implicit) transaction commit without waiting for the
 # WAL flush; the statement must read from `s` so that it runs.
-NO_FLUSH = "s AS (SELECT set_config('synchronous_commit', 'off', true))"
 
 
 _RUN_VALUES = ", ".join(f"%(set_{name})s" for name in RUN_FIELDS)
 
 
-class PostgresStore(PostgresOperations, AbstractStore):
+class PostgresStore(PostgresOperations, PostgresOutbox, AbstractStore):
     """Canaries in a PostgreSQL database, shared by any number of processes.
 
     `uri` is a libpq URI or conninfo string (postgresql://user:password@host/db).
@@ -162,6 +156,10 @@ class PostgresStore(PostgresOperations, AbstractStore):
             "paused": canary.paused,
             "late": canary.late,
             "deadline": ms(canary.deadline),
+            "webhooks": list(canary.webhooks),
+            "slacks": list(canary.slacks),
+            "repeat": float(canary.repeat),
+            "remind_at": ms(canary.remind_at),
             "count": len(history),
             "oldest": ms(min((ts for ts, _ in history), default=None)),
             "ts": [ms(ts) for ts, _ in history],
@@ -174,9 +172,11 @@ class PostgresStore(PostgresOperations, AbstractStore):
             conn.execute(
                 "WITH c AS (INSERT INTO canaries (id, name, slug, periodicity_seconds, "
                 "periodicity_schedule, description, emails, paused, late, deadline, history_count, "
-                f"history_oldest, badge_key, {', '.join(RUN_FIELDS)}) VALUES (%(id)s, %(name)s, %(slug)s, "
+                f"history_oldest, badge_key, {', '.join(RUN_FIELDS)}, webhooks, slacks, repeat, remind_at) "
+                "VALUES (%(id)s, %(name)s, %(slug)s, "
                 "%(seconds)s, %(schedule)s, %(description)s, %(emails)s, %(paused)s, %(late)s, %(deadline)s, "
-                f"%(count)s, %(oldest)s, %(badge_key)s, {_RUN_VALUES}) "
+                f"%(count)s, %(oldest)s, %(badge_key)s, {_RUN_VALUES}, %(webhooks)s, %(slacks)s, %(repeat)s, "
+                "%(remind_at)s) "
                 "RETURNING seq), "
                 "h AS (INSERT INTO history (canary_seq, ts, comment) SELECT c.seq, t.ts, t.comment FROM c, "
                 "unnest(%(ts)s::timestamptz[], %(comments)s::text[]) WITH ORDINALITY AS t(ts, comment, o) "
@@ -273,7 +273,7 @@ class PostgresStore(PostgresOperations, AbstractStore):
             else:
                 where.append(f"{name} = %(x_{name})s")
                 params[f"x_{name}"] = self._value(name, value)
-        notes = notes_params(notifications)
+        notes = deliveries_params(notifications)
         parts = [
             f"WITH u AS (UPDATE canaries SET {', '.join(sets) or 'id = id'} "
             f"WHERE {' AND '.join(where)} RETURNING seq, id, history_count, history_oldest)"
@@ -283,14 +283,14 @@ class PostgresStore(PostgresOperations, AbstractStore):
                 "h AS (INSERT INTO history (canary_seq, ts, comment, output, output_size, output_cut) "
                 "SELECT seq, %(ts)s, %(comment)s, %(output)s, %(output_size)s, %(output_cut)s FROM u)"
             )
-        if notes["kinds"]:
-            parts.append(f"n AS ({INSERT_NOTES})")
+        if notes["d_kinds"]:
+            parts.append(f"n AS ({INSERT_DELIVERIES})")
             params.update(notes)
         # Background processes elsewhere have work when a notification is recorded, or may
         # have to wait differently when lateness, pausing or the periodicity changed; a plain
         # trigger (the deadline moving later) concerns them not.
         written = {name for name, value in changes.items() if name not in expect or expect[name] != value}
-        wakes = bool(notes["kinds"]) or bool(written & {"paused", "late", "periodicity"})
+        wakes = bool(notes["d_kinds"]) or bool(written & {"paused", "late", "periodicity", "remind_at"})
         sql = (
             ", ".join(parts) + " SELECT seq, history_count, history_oldest" + (f", {NOTIFY}" if wakes else "")
         )
@@ -308,13 +308,15 @@ class PostgresStore(PostgresOperations, AbstractStore):
 
     @staticmethod
     def _value(name: str, value: Any) -> Any:
-        if name in ("deadline", "snooze_until", "alarm"):
+        if name in ("deadline", "snooze_until", "alarm", "remind_at"):
             return ms(value)
-        if name == "emails":
+        if name in LIST_FIELDS:
             return list(value)
         if name == "runs":
             runs = runs_to_db(value)
             return None if runs is None else Jsonb(runs)
+        if name == "repeat":
+            return float(value)
         return value
 
     def delete(self, canary_id: str) -> bool:
@@ -322,8 +324,10 @@ class PostgresStore(PostgresOperations, AbstractStore):
             "delete",
             lambda conn: conn.execute(
                 "WITH c AS (DELETE FROM canaries WHERE id = %s RETURNING seq), "
-                "h AS (DELETE FROM history WHERE canary_seq IN (SELECT seq FROM c)) SELECT seq FROM c",
-                (canary_id,),
+                "h AS (DELETE FROM history WHERE canary_seq IN (SELECT seq FROM c)), "
+                "s AS (DELETE FROM target_status WHERE canary_id = %s AND EXISTS (SELECT 1 FROM c)) "
+                "SELECT seq FROM c",
+                (canary_id, canary_id),
             ).fetchone(),
         )
         return row is not None
@@ -412,74 +416,3 @@ class PostgresStore(PostgresOperations, AbstractStore):
             idempotent=True,
         )
         return [row_to_canary(row, False) for row in rows]
-
-    # --- notification outbox -------------------------------------------------------
-    # The outbox's own bookkeeping (lease, completion, retry) commits without waiting for
-    # the WAL flush (NO_FLUSH): what it records is lost only if PostgreSQL itself crashes,
-    # and then a message may go out twice, as it may when a sender dies between the SMTP
-    # server's acceptance and its completion. The notification itself is recorded with
-    # the state change, durably. One flushed commit per message instead of three.
-
-    def claim_notification(self, now: datetime, owner: str, lease_until: datetime) -> Notification | None:
-        # READ COMMITTED: a row another claimer leased meanwhile is re-checked after its
-        # lock is released, and its new lease_until then excludes it; a row locked right
-        # now is skipped.
-        row = self._run(
-            "claim",
-            lambda conn: conn.execute(
-                f"WITH {NO_FLUSH}, head AS (SELECT n.nid FROM notifications n WHERE {HEAD} "
-                "AND n.not_before <= %(now)s AND (n.lease_until IS NULL OR n.lease_until <= %(now)s) "
-                "ORDER BY n.nid LIMIT 1 FOR UPDATE SKIP LOCKED) "
-                "UPDATE notifications n SET lease_owner = %(owner)s, lease_until = %(until)s "
-                f"FROM head, s WHERE n.nid = head.nid RETURNING {NOTE_COLUMNS}",
-                {"now": now, "owner": owner, "until": ms(lease_until)},
-            ).fetchone(),
-        )
-        return None if row is None else row_to_notification(row)
-
-    def complete_notification(self, notification: Notification, owner: str) -> None:
-        self._run(
-            "outbox",
-            lambda conn: conn.execute(
-                f"WITH {NO_FLUSH} DELETE FROM notifications USING s WHERE nid = %s AND lease_owner = %s",
-                (notification.id, owner),
-            ),
-            idempotent=True,
-        )
-
-    def retry_notification(self, notification: Notification, owner: str, not_before: datetime) -> None:
-        self._run(
-            "outbox",
-            lambda conn: conn.execute(
-                f"WITH {NO_FLUSH} UPDATE notifications SET attempts = attempts + 1, not_before = %s, "
-                "lease_owner = NULL, lease_until = NULL FROM s WHERE nid = %s AND lease_owner = %s",
-                (ms(not_before), notification.id, owner),
-            ),
-        )
-
-    def next_notification_time(self) -> datetime | None:
-        row = self._run(
-            "outbox",
-            lambda conn: conn.execute(
-                "SELECT min(GREATEST(n.not_before, n.lease_until)) FROM notifications n WHERE " + HEAD
-            ).fetchone(),
-            idempotent=True,
-        )
-        return utc(row[0]) if row else None
-
-    def pending_notifications(self) -> list[Notification]:
-        rows = self._run(
-            "outbox",
-            lambda conn: conn.execute(
-                f"SELECT {NOTE_COLUMNS} FROM notifications n ORDER BY n.nid"
-            ).fetchall(),
-            idempotent=True,
-        )
-        return [row_to_notification(row) for row in rows]
-
-    def count_notifications(self) -> int:
-        def count(conn: psycopg.Connection) -> int:
-            row = conn.execute("SELECT count(*) FROM notifications").fetchone()
-            return int(row[0]) if row else 0
-
-        return self._run("outbox", count, idempotent=True)

@@ -104,13 +104,24 @@ def ensure_indexes_until_done(store: AbstractStore, stop: threading.Event, max_w
         wait = min(max_wait, wait * 2)
 
 
+def make_logic(config: Config, store: AbstractStore) -> BusinessLogic:
+    """The business logic on `store`, with the server-wide alert settings."""
+    from coal_mine.channels.setup import server_targets
+
+    from coal_mine.alert_rules import AlertSettings
+
+    alerts = AlertSettings(tuple(server_targets(config)), config.alerts.repeat)
+    return BusinessLogic(store, Clock(), alerts=alerts)
+
+
 def start_background(config: Config, logic: BusinessLogic) -> Callable[[], None]:
     """Start deadline watching and notification sending; returns a function that stops them.
 
     Writes made through `logic` in this process wake both threads at once; the
     periodic rescan picks up writes made by other processes.
     """
-    from coal_mine.notify import OutboxSender, SMTPNotifier
+    from coal_mine.channels.setup import senders as build_senders
+    from coal_mine.reminders import Reminder
     from coal_mine.run_alarms import RunAlarmWatcher
     from coal_mine.watcher import Watcher
 
@@ -119,42 +130,31 @@ def start_background(config: Config, logic: BusinessLogic) -> Callable[[], None]
         logic, rescan_interval=settings.rescan_interval, retry_max_delay=settings.retry_max_delay
     )
     alarms = RunAlarmWatcher(logic, rescan_interval=settings.rescan_interval)
-    notifier = SMTPNotifier(config.email) if config.email.sender else None
-    if notifier is None:
-        log.warning(
-            "No email sender configured ([email] sender / EMAIL_SENDER): "
-            "late and resumed notifications are recorded but not sent"
-        )
-    sender = OutboxSender(
-        logic.store,
-        notifier,
-        config.email.sender,
-        clock=logic.clock,
-        rescan_interval=settings.rescan_interval,
-        retry_max_delay=settings.retry_max_delay,
-        delayed_after=settings.delayed_after,
-        # Longer than one send can take (each SMTP step has the timeout), so a live
-        # sender never loses its lease; a dead one's lease expires within minutes.
-        lease_seconds=4 * config.email.timeout + 30,
-        base_url=config.web.base_url,
-    )
+    reminder = Reminder(logic, rescan_interval=settings.rescan_interval)
+    senders = build_senders(config, logic.store, logic.clock)
     previous = logic.on_change
 
     def changed() -> None:
         previous()
         watcher.wake()
         alarms.wake()
-        sender.wake()
+        reminder.wake()
+        for sender in senders:
+            sender.wake()
 
     logic.on_change = changed
-    stop_operations = start_operations(config, logic, watcher, [sender])
+    stop_operations = start_operations(config, logic, watcher, senders)
     watcher.start()
     alarms.start()
-    sender.start()
+    reminder.start()
+    for sender in senders:
+        sender.start()
 
     def wake() -> None:
         watcher.wake()
-        sender.wake()
+        reminder.wake()
+        for sender in senders:
+            sender.wake()
 
     logic.store.listen(wake)  # other processes' changes, where the store can tell
     log.info("Deadline watcher and notification sender started (rescan every %g s)", settings.rescan_interval)
@@ -164,8 +164,10 @@ def start_background(config: Config, logic: BusinessLogic) -> Callable[[], None]
         stop_operations()
         watcher.stop()
         alarms.stop()
-        if sender.stop() and notifier is not None:
-            notifier.close()
+        reminder.stop()
+        for sender in senders:
+            if sender.stop() and sender.channel is not None:
+                sender.channel.close()
 
     return stop
 
@@ -178,9 +180,16 @@ def make_app(config_path: str | None = None) -> Api:
     """WSGI application factory for external servers, e.g.
     `gunicorn 'coal_mine.server:make_app()'`. Serves HTTP only, like `--web`."""
     config = load_config(config_path)
-    logic = BusinessLogic(open_store(config), Clock())
+    return make_api(config, make_logic(config, open_store(config)))
+
+
+def make_api(config: Config, logic: BusinessLogic) -> Api:
+    """The WSGI application on `logic`, with the channels its test sends use."""
+    from coal_mine import alert_api
+    from coal_mine.channels.setup import channels
+
     wsgi = config.wsgi
-    return Api(
+    api = Api(
         logic,
         auth_key=wsgi.auth_key,
         read_only_auth_key=wsgi.read_only_auth_key,
@@ -188,6 +197,8 @@ def make_app(config_path: str | None = None) -> Api:
         worker_timeout=config.health.worker_timeout,
         max_body=wsgi.max_body,
     )
+    alert_api.configure(api, channels(config))
+    return api
 
 
 def make_ssl_context(wsgi: WsgiConfig) -> ssl.SSLContext | None:
@@ -256,7 +267,7 @@ def _serve(args: argparse.Namespace) -> int:
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
 
-    logic = BusinessLogic(store, Clock())
+    logic = make_logic(config, store)
     stop_background: Callable[[], None] = _nothing
     httpd = None
     try:
@@ -275,14 +286,7 @@ def _serve(args: argparse.Namespace) -> int:
             try:
                 httpd = PooledWSGIServer(
                     (host, port),
-                    Api(
-                        logic,
-                        auth_key=wsgi.auth_key,
-                        read_only_auth_key=wsgi.read_only_auth_key,
-                        web=config.web,
-                        worker_timeout=config.health.worker_timeout,
-                        max_body=wsgi.max_body,
-                    ),
+                    make_api(config, logic),
                     workers=wsgi.workers,
                     quick=Api.is_trigger_path,
                     request_timeout=wsgi.request_timeout,

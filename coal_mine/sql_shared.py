@@ -1,5 +1,5 @@
-"""What the SQL stores (SQLite, PostgreSQL) share: the notification and heartbeat rows, history
-pruning, and SQLite's time form (used by its store and its operations part)."""
+"""What the SQL stores (SQLite, PostgreSQL) share: the outbox and heartbeat rows, history
+pruning, and SQLite's time form (used by its store, its outbox and its operations part)."""
 
 from __future__ import annotations
 
@@ -31,8 +31,22 @@ def from_micros(value: int | None) -> datetime | None:
 
 Execute = Callable[[str, tuple[Any, ...]], int]  # runs one statement, returns its rowcount
 
-# The columns of a notification row, in the order notification_from_row takes them.
-NOTIFICATION_COLUMNS = ("nid", "canary_id", "kind", "created", "payload", "attempts", "not_before")
+# The columns of an outbox row (one event for one target), in the order
+# delivery_from_row takes them.
+DELIVERY_COLUMNS = (
+    "did",
+    "event",
+    "canary_id",
+    "kind",
+    "created",
+    "payload",
+    "channel",
+    "target",
+    "attempts",
+    "not_before",
+    "last_error",
+    "permanent",
+)
 
 
 # The columns of a heartbeat row, in the order heartbeat_from_row takes them.
@@ -54,20 +68,30 @@ def heartbeat_from_row(row: Any, when: Callable[[Any], Any]) -> WorkerHeartbeat:
     )
 
 
-def notification_from_row(
+def delivery_columns(alias: str) -> str:
+    """DELIVERY_COLUMNS for a SELECT, each prefixed by `alias.`."""
+    return ", ".join(f"{alias}.{name}" for name in DELIVERY_COLUMNS)
+
+
+def delivery_from_row(
     row: Any, when: Callable[[Any], datetime], payload: Callable[[Any], dict[str, Any]]
 ) -> Notification:
-    """A Notification from a row of NOTIFICATION_COLUMNS; `when` and `payload` decode the
+    """A Notification from a row of DELIVERY_COLUMNS; `when` and `payload` decode the
     database's time and payload forms."""
-    nid, canary_id, kind, created, data, attempts, not_before = row
+    did, event, canary_id, kind, created, data, channel, target, attempts, not_before, error, perm = row
     return Notification(
-        id=nid,
+        id=did,
         canary_id=canary_id,
         kind=kind,
         created=when(created),
         payload=payload(data),
         attempts=attempts,
         not_before=when(not_before),
+        event=event,
+        channel=channel,
+        target=target,
+        last_error=error,
+        permanent=bool(perm),
     )
 
 

@@ -100,7 +100,7 @@ class SQLiteOperations:
 
     def outbox_summary(self) -> OutboxSummary:
         with self._read() as conn:
-            pending, oldest = conn.execute("SELECT COUNT(*), MIN(created) FROM notifications").fetchone()
+            pending, oldest = conn.execute("SELECT COUNT(*), MIN(created) FROM deliveries").fetchone()
         return OutboxSummary(pending, _dt(oldest))
 
     def iter_canary_status(self) -> Iterator[CanaryStatus]:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from coal_mine.models import Canary, HistoryEntry, Notification, Run
-from coal_mine.sql_shared import NOTIFICATION_COLUMNS, from_micros, notification_from_row, to_micros
+from coal_mine.models import Canary, HistoryEntry, Run
+from coal_mine.sql_shared import from_micros, to_micros
 
 to_db, from_db = to_micros, from_micros
 
@@ -91,14 +91,59 @@ MIGRATIONS = [
     ALTER TABLE history ADD COLUMN output_size INTEGER;
     ALTER TABLE history ADD COLUMN output_cut INTEGER;
     """,
+    # 5: channels and reminders; the outbox holds one row per event and target (a
+    # pending email becomes one row per recipient), each with its own delivery state.
+    """
+    ALTER TABLE canaries ADD COLUMN webhooks TEXT NOT NULL DEFAULT '[]';
+    ALTER TABLE canaries ADD COLUMN slacks TEXT NOT NULL DEFAULT '[]';
+    ALTER TABLE canaries ADD COLUMN repeat REAL NOT NULL DEFAULT 0;
+    ALTER TABLE canaries ADD COLUMN remind_at INTEGER;
+    CREATE INDEX canaries_reminders ON canaries (remind_at) WHERE remind_at IS NOT NULL;
+    CREATE TABLE deliveries (
+        did INTEGER PRIMARY KEY AUTOINCREMENT,
+        event INTEGER NOT NULL,              -- the did of the event's first row (migrated: -nid)
+        canary_id TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        created INTEGER NOT NULL,
+        payload TEXT NOT NULL,
+        channel TEXT NOT NULL,
+        target TEXT NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        not_before INTEGER NOT NULL,
+        lease_owner TEXT,
+        lease_until INTEGER,
+        last_error TEXT,
+        permanent INTEGER NOT NULL DEFAULT 0
+    ) STRICT;
+    CREATE INDEX deliveries_by_target ON deliveries (canary_id, channel, target, did);
+    CREATE INDEX deliveries_by_channel ON deliveries (channel, did);
+    CREATE INDEX deliveries_by_event ON deliveries (event);
+    INSERT INTO deliveries (event, canary_id, kind, created, payload, channel, target, attempts, not_before)
+        SELECT -n.nid, n.canary_id, n.kind, n.created, n.payload, 'email', CAST(j.value AS TEXT),
+            n.attempts, n.not_before
+        FROM notifications n, json_each(n.payload, '$.emails') j
+        WHERE json_valid(n.payload) AND json_type(n.payload, '$.emails') = 'array'
+        ORDER BY n.nid, j.key;
+    DROP TABLE notifications;
+    CREATE TABLE target_status (
+        canary_id TEXT NOT NULL,
+        channel TEXT NOT NULL,
+        target TEXT NOT NULL,
+        last_success INTEGER,
+        last_error TEXT,
+        last_error_at INTEGER,
+        PRIMARY KEY (canary_id, channel, target)
+    ) STRICT;
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 CANARY_COLUMNS = (
     "seq, id, name, slug, periodicity, description, emails, paused, late, deadline, badge_key, "
-    "max_runtime, failed, runs, last_duration, snooze_until, alarm"
+    "max_runtime, failed, runs, last_duration, snooze_until, alarm, webhooks, slacks, repeat, remind_at"
 )
-NCOLUMNS = 17
+NCOLUMNS = 21
+ALERT_FIELDS = ("webhooks", "slacks", "repeat", "remind_at")  # in CANARY_COLUMNS' order
 
 
 def runs_to_db(runs: list[Run]) -> str | None:
@@ -110,10 +155,12 @@ def runs_from_db(text: str | None) -> list[Run]:
 
 
 def column_value(name: str, value: Any) -> Any:
-    if name in ("deadline", "snooze_until", "alarm"):
+    if name in ("deadline", "snooze_until", "alarm", "remind_at"):
         return to_db(value)
-    if name == "emails":
+    if name in ("emails", "webhooks", "slacks"):
         return json.dumps(list(value))
+    if name == "repeat":
+        return float(value)
     if name in ("paused", "late", "failed"):
         return int(bool(value))
     if name == "runs":
@@ -123,7 +170,8 @@ def column_value(name: str, value: Any) -> Any:
 
 def row_to_canary(row: tuple, history: list[HistoryEntry] | None) -> Canary:
     _seq, cid, name, slug, periodicity, description, emails, paused, late, deadline, badge_key = row[:11]
-    max_runtime, failed, runs, last_duration, snooze_until, alarm = row[11:NCOLUMNS]
+    max_runtime, failed, runs, last_duration, snooze_until, alarm = row[11:17]
+    webhooks, slacks, repeat, remind_at = row[17:NCOLUMNS]
     return Canary(
         id=cid,
         name=name,
@@ -142,6 +190,10 @@ def row_to_canary(row: tuple, history: list[HistoryEntry] | None) -> Canary:
         last_duration=last_duration,
         snooze_until=from_db(snooze_until),
         alarm=from_db(alarm),
+        webhooks=json.loads(webhooks),
+        slacks=json.loads(slacks),
+        repeat=repeat,
+        remind_at=from_db(remind_at),
     )
 
 
@@ -152,20 +204,4 @@ def due_row_to_canary(row: tuple) -> Canary:
     try:
         return row_to_canary(row, None)
     except ValueError:
-        return row_to_canary((*row[:6], "[]", *row[7:13], None, *row[14:]), None)
-
-
-def row_to_notification(row: tuple) -> Notification:
-    return notification_from_row(row, from_db, json.loads)
-
-
-NOTE_COLUMNS = ", ".join(NOTIFICATION_COLUMNS)
-# The oldest pending notification of each canary: only it may be sent, so that
-# one canary's messages always go out in the order they happened.
-HEADS = (
-    "FROM notifications n WHERE n.nid = "
-    "(SELECT MIN(m.nid) FROM notifications m WHERE m.canary_id = n.canary_id)"
-)
-CLAIMABLE = (
-    f"{HEADS} AND n.not_before <= ? AND (n.lease_until IS NULL OR n.lease_until <= ?) ORDER BY n.nid LIMIT 1"
-)
+        return row_to_canary((*row[:6], "[]", *row[7:13], None, *row[14:17], "[]", "[]", *row[19:]), None)

@@ -15,30 +15,27 @@ from typing import Any
 from coal_mine.abstract_store import ALL_FIELDS, RUN_FIELDS, AbstractStore
 from coal_mine.sqlite_errors import refuse_foreign_tables, unavailable_on_failure
 from coal_mine.sqlite_ops import SQLiteOperations
+from coal_mine.sqlite_outbox import SQLiteOutbox
 from coal_mine.models import (
     AlreadyExistsError,
     Canary,
     HistoryEntry,
     NewNotification,
-    Notification,
     Output,
     PrunePolicy,
     StoreUnavailableError,
 )
 from coal_mine.sql_shared import Execute, last_entries_query, prune_rows
 from coal_mine.sqlite_schema import (
+    ALERT_FIELDS,
     CANARY_COLUMNS,
-    CLAIMABLE,
-    HEADS,
     MIGRATIONS,
     NCOLUMNS,
-    NOTE_COLUMNS,
     SCHEMA_VERSION,
     column_value,
     due_row_to_canary,
     from_db,
     row_to_canary,
-    row_to_notification,
     to_db,
 )
 
@@ -49,7 +46,7 @@ def _rowcount(conn: sqlite3.Connection) -> Execute:
     return lambda sql, params: conn.execute(sql, params).rowcount
 
 
-class SQLiteStore(SQLiteOperations, AbstractStore):
+class SQLiteStore(SQLiteOperations, SQLiteOutbox, AbstractStore):
     """Stores canaries in one SQLite file; safe for many threads and processes.
 
     The threads of a process share one connection, taken in turn under a lock:
@@ -148,8 +145,9 @@ class SQLiteStore(SQLiteOperations, AbstractStore):
                 seq = conn.execute(
                     "INSERT INTO canaries (id, name, slug, periodicity, description, emails, "
                     "paused, late, deadline, history_count, history_oldest, badge_key, "
-                    "max_runtime, failed, runs, last_duration, snooze_until, alarm) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                    "max_runtime, failed, runs, last_duration, snooze_until, alarm, webhooks, slacks, "
+                    "repeat, remind_at) "
+                    f"VALUES ({', '.join(['?'] * 22)}) "
                     "RETURNING seq",
                     (
                         canary.id,
@@ -165,6 +163,7 @@ class SQLiteStore(SQLiteOperations, AbstractStore):
                         to_db(min((ts for ts, _ in history), default=None)),
                         canary.badge_key,
                         *(column_value(n, getattr(canary, n)) for n in RUN_FIELDS),
+                        *(column_value(n, getattr(canary, n)) for n in ALERT_FIELDS),
                     ),
                 ).fetchone()[0]
                 conn.executemany(
@@ -263,17 +262,7 @@ class SQLiteStore(SQLiteOperations, AbstractStore):
                     run = _rowcount(conn)
                     prune_rows(run, "?", seq, count, oldest, to_db(prune.older_than), prune)
             for new in notifications:
-                conn.execute(
-                    "INSERT INTO notifications (canary_id, kind, created, payload, not_before) "
-                    "VALUES (?, ?, ?, ?, ?)",
-                    (
-                        canary_id,
-                        new.kind,
-                        to_db(new.created),
-                        json.dumps(new.payload),
-                        to_db(new.created),
-                    ),
-                )
+                self._record(conn, canary_id, new)
             return True
 
         try:
@@ -288,6 +277,7 @@ class SQLiteStore(SQLiteOperations, AbstractStore):
             if row is None:
                 return False
             conn.execute("DELETE FROM history WHERE canary_seq = ?", (row[0],))
+            conn.execute("DELETE FROM target_status WHERE canary_id = ?", (canary_id,))
             return True
 
     def iter_canaries(
@@ -378,53 +368,20 @@ class SQLiteStore(SQLiteOperations, AbstractStore):
 
     # --- notification outbox -------------------------------------------------------
 
-    def claim_notification(self, now: datetime, owner: str, lease_until: datetime) -> Notification | None:
-        when = to_db(now)
-        # The sender looks after every write; most of the time there is nothing to claim,
-        # which a plain read answers without taking the database's write lock.
+    def due_reminders(self, now: datetime, limit: int) -> list[Canary]:
         with self._read() as conn:
-            if conn.execute(f"SELECT 1 {CLAIMABLE}", (when, when)).fetchone() is None:
-                return None
-        with self._write() as conn:
-            row = conn.execute(
-                f"SELECT {', '.join('n.' + c.strip() for c in NOTE_COLUMNS.split(','))} {CLAIMABLE}",
-                (when, when),
-            ).fetchone()
-            if row is None:
-                return None
-            conn.execute(
-                "UPDATE notifications SET lease_owner = ?, lease_until = ? WHERE nid = ?",
-                (owner, to_db(lease_until), row[0]),
-            )
-        return row_to_notification(row)
+            rows = conn.execute(
+                f"SELECT {CANARY_COLUMNS} FROM canaries INDEXED BY canaries_reminders "
+                "WHERE remind_at IS NOT NULL AND remind_at <= ? AND late = 1 AND paused = 0 "
+                "ORDER BY remind_at LIMIT ?",
+                (to_db(now), limit),
+            ).fetchall()
+        return [due_row_to_canary(row) for row in rows]
 
-    def complete_notification(self, notification: Notification, owner: str) -> None:
-        with self._write() as conn:
-            conn.execute(
-                "DELETE FROM notifications WHERE nid = ? AND lease_owner = ?", (notification.id, owner)
-            )
-
-    def retry_notification(self, notification: Notification, owner: str, not_before: datetime) -> None:
-        with self._write() as conn:
-            conn.execute(
-                "UPDATE notifications SET attempts = attempts + 1, not_before = ?, lease_owner = NULL, "
-                "lease_until = NULL WHERE nid = ? AND lease_owner = ?",
-                (to_db(not_before), notification.id, owner),
-            )
-
-    def next_notification_time(self) -> datetime | None:
+    def next_reminder_time(self) -> datetime | None:
         with self._read() as conn:
             row = conn.execute(
-                f"SELECT MIN(MAX(n.not_before, COALESCE(n.lease_until, 0))) {HEADS}"
+                "SELECT MIN(remind_at) FROM canaries INDEXED BY canaries_reminders "
+                "WHERE remind_at IS NOT NULL AND late = 1 AND paused = 0"
             ).fetchone()
         return from_db(row[0])
-
-    def pending_notifications(self) -> list[Notification]:
-        with self._read() as conn:
-            rows = conn.execute(f"SELECT {NOTE_COLUMNS} FROM notifications ORDER BY nid").fetchall()
-        return [row_to_notification(row) for row in rows]
-
-    def count_notifications(self) -> int:
-        with self._read() as conn:
-            (count,) = conn.execute("SELECT count(*) FROM notifications").fetchone()
-        return int(count)

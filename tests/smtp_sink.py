@@ -44,13 +44,16 @@ class Received:
 class SMTPSink:
     """Start with `start()`, stop with `stop()`; can be restarted on the same port.
 
-    `fail_with`, when set (e.g. "451 try later"), makes the server refuse DATA.
+    `fail_with`, when set (e.g. "451 try later"), makes the server refuse DATA;
+    `refuse` maps recipient addresses to the reply that refuses them at RCPT
+    (e.g. "550 5.1.1 no such user", "450 4.2.0 greylisted").
     """
 
     def __init__(self, port: int | None = None, **smtp_kwargs: Any) -> None:
         self.port = port or free_port()
         self.messages: list[Received] = []
         self.fail_with: str | None = None
+        self.refuse: dict[str, str] = {}
         self.connections = 0  # EHLO/HELO greetings seen, i.e. SMTP sessions
         self._cond = threading.Condition()
         self._smtp_kwargs = smtp_kwargs
@@ -62,6 +65,14 @@ class SMTPSink:
         session.host_name = hostname
         self.connections += 1
         return responses
+
+    async def handle_RCPT(
+        self, server: Any, session: Any, envelope: Any, address: str, rcpt_options: list[str]
+    ) -> str:
+        if address in self.refuse:
+            return self.refuse[address]
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         if self.fail_with:

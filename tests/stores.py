@@ -171,3 +171,14 @@ def postgresql_store(tmp: Path | None = None) -> AbstractStore:
 
 
 STORE_FACTORIES["postgresql"] = postgresql_store
+
+
+# One email target, for tests that record events by hand.
+ONE = (("email", "ops@example.com"),)
+
+
+def claim_one(store: AbstractStore, now: Any, owner: str, lease_until: Any, channel: str = "email") -> Any:
+    """The one entry a claim of `channel` leases, or None (tests that claim one at a time)."""
+    claimed = store.claim_notifications(now, owner, lease_until, channel)
+    assert len(claimed) <= 1
+    return claimed[0] if claimed else None

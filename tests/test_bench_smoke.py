@@ -137,7 +137,9 @@ def _work_at(size: int, tmp_path: Path) -> dict[str, int]:
             "id_for_slug": _steps(store, lambda: store.id_for_slug(f"scale-{size // 3}")),
             "earliest_deadline": _steps(store, store.earliest_deadline),
             "due_canaries": _steps(store, lambda: store.due_canaries(now, 100)),
-            "claim_notification": _steps(store, lambda: store.claim_notification(now, "o", now)),
+            "claim_notifications": _steps(
+                store, lambda: store.claim_notifications(now, "o", now, "email", group=True)
+            ),
             "create": _steps(store, lambda: logic.create("one more", 60)),
         }
     finally:

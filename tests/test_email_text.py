@@ -21,7 +21,8 @@ from coal_mine.business_logic import BusinessLogic
 from coal_mine.clock import FakeClock
 from coal_mine.config import EmailConfig
 from coal_mine.memory_store import MemoryStore
-from coal_mine.notify import OutboxSender, SMTPNotifier
+from coal_mine.channels.email import EmailChannel, SMTPNotifier
+from coal_mine.notify import OutboxSender
 from coal_mine.watcher import Watcher
 from tests.smtp_sink import SMTPSink
 
@@ -115,7 +116,7 @@ def test_bodies_sent_over_smtp_match_the_rule_for_the_canarys_real_state() -> No
     resumed_state = logic.get(canary.id)
     with SMTPSink() as sink:
         config = EmailConfig(sender="coal@example.net", host="127.0.0.1", port=sink.port, timeout=5.0)
-        OutboxSender(store, SMTPNotifier(config), "coal@example.net", clock=clock).step()
+        OutboxSender(store, EmailChannel("coal@example.net", SMTPNotifier(config)), clock=clock).step()
         late, resumed = sink.wait_for(2)
     assert late.subject == "[LATE] Nightly backup has not reported"
     # On the wire both 0.7.1 and this server end lines with CRLF.

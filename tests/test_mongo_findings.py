@@ -35,6 +35,7 @@ from coal_mine.notification_payload import new_notification
 from coal_mine.server import open_store
 from tests.helpers import REPO, ServerProcess, free_port
 from tests.stores import MONGODB_URI_VARIABLE, live_mongodb_store, mongomock_database, mongomock_store
+from tests.stores import ONE, claim_one
 
 T0 = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
 LEASE = T0 + timedelta(minutes=5)
@@ -58,7 +59,7 @@ def canary(cid: str = "aaaaaaaa", name: str = "Job", emails: list[str] | None = 
 
 
 def late(seq: int, when: datetime = T0, size: int = 0) -> NewNotification:
-    return NewNotification("late", when, {"seq": seq, "filler": "x" * size})
+    return NewNotification("late", when, {"seq": seq, "filler": "x" * size}, targets=ONE)
 
 
 @pytest.fixture
@@ -121,12 +122,12 @@ def test_no_claim_filter_compares_a_positional_path_with_null(mongo: MongoStore)
             setattr(collection, method, spy)
     mongo.create(canary())
     mongo.update("aaaaaaaa", {"late": True}, notifications=[late(0)])
-    first = mongo.claim_notification(T0, "w1", LEASE)
-    assert first is not None and mongo.claim_notification(T0, "w2", LEASE) is None
+    first = claim_one(mongo, T0, "w1", LEASE)
+    assert first is not None and claim_one(mongo, T0, "w2", LEASE) is None
     mongo.retry_notification(first, "w1", T0)
-    again = mongo.claim_notification(T0, "w2", LEASE)
+    again = claim_one(mongo, T0, "w2", LEASE)
     assert again is not None
-    mongo.complete_notification(again, "w2")
+    mongo.complete_notifications([again], "w2", T0)
     mongo.next_notification_time()
     mongo.pending_notifications()
     assert sent and [q for q in sent if _positional_null(q)] == []
@@ -139,8 +140,8 @@ def test_live_a_leased_head_is_not_claimed_again() -> None:
         store.create(canary())
         store.update("aaaaaaaa", {"late": True}, notifications=[late(0)])
         store.update("aaaaaaaa", {"late": False}, notifications=[late(1, T0 + timedelta(seconds=1))])
-        assert store.claim_notification(T0 + timedelta(seconds=2), "w1", LEASE) is not None
-        assert store.claim_notification(T0 + timedelta(seconds=2), "w2", LEASE) is None
+        assert claim_one(store, T0 + timedelta(seconds=2), "w1", LEASE) is not None
+        assert claim_one(store, T0 + timedelta(seconds=2), "w2", LEASE) is None
     finally:
         store.close()
 
@@ -182,9 +183,9 @@ def test_two_concurrent_deletes_keep_every_pending_notification(mongo: MongoStor
     mongo.canaries = mongo.canaries.real  # type: ignore[attr-defined]
     assert mongo.get("aaaaaaaa") is None
     sent = []
-    while (note := mongo.claim_notification(T0 + timedelta(seconds=5), "w", LEASE)) is not None:
+    while (note := claim_one(mongo, T0 + timedelta(seconds=5), "w", LEASE)) is not None:
         sent.append(note.payload["seq"])
-        mongo.complete_notification(note, "w")
+        mongo.complete_notifications([note], "w", T0)
     assert sent == [0, 1]
 
 
@@ -235,8 +236,14 @@ def test_every_document_this_store_writes_is_json_for_coal_mine_071() -> None:
     logic = BusinessLogic(store, clock)
     cid = logic.create("Shared", 60, emails=["ops@example.com"]).id
     logic.create("Scheduled", "* * * * * 60", description="d")
+    alerted = logic.create(
+        "Alerted", 60, webhooks=["https://hooks.example/x"], slacks=["https://chat.example/y"], repeat=120
+    ).id
     clock.advance(61)
     logic.mark_late(logic.get(cid))
+    logic.mark_late(logic.get(alerted))  # a reminder is now scheduled: remind_at is stored
+    assert db["canaries"].find_one({"id": alerted})["remind_at"] == "2026-03-02T12:03:01.000000Z"
+    assert [c.id for c in store.due_reminders(clock.now() + timedelta(seconds=120), 10)] == [alerted]
     # An event caught in its canary document (the writer died before moving it):
     store.canaries.update_one(
         {"id": cid},
@@ -244,7 +251,7 @@ def test_every_document_this_store_writes_is_json_for_coal_mine_071() -> None:
     )
     # ... and 0.7.1's own notify flag, adopted by a claim.
     store.canaries.update_one({"slug": "scheduled"}, {"$set": {"notify": True}})
-    store.claim_notification(clock.now(), "w", clock.now() + timedelta(minutes=1))
+    claim_one(store, clock.now(), "w", clock.now() + timedelta(minutes=1))
     logic.pause(cid, "maintenance")
     for doc in db["canaries"].find({}, {"_id": False}):
         json.loads(coal_mine_071_json(doc))
@@ -277,7 +284,8 @@ def test_fixture_round_trip_with_a_recorded_notification_is_json_for_coal_mine_0
     for doc in db["canaries"].find({}, {"_id": False}):
         json.loads(coal_mine_071_json(doc))
     mine = [n.kind for n in store.pending_notifications() if n.canary_id == target.id]
-    assert mine == ["late", "resumed"]
+    per_address = len(set(target.emails))  # one entry per event and recipient
+    assert mine == ["late"] * per_address + ["resumed"] * per_address
 
 
 # --- finding 5: write concern ------------------------------------------------------------------
@@ -306,7 +314,7 @@ def test_live_writes_are_acknowledged_by_a_majority() -> None:
         assert store.outbox.write_concern.document == {"w": "majority"}
         store.create(canary())
         assert store.update("aaaaaaaa", {"late": True}, notifications=[late(0)])
-        assert store.claim_notification(T0, "w", LEASE) is not None
+        assert claim_one(store, T0, "w", LEASE) is not None
     finally:
         store.close()
 
@@ -335,11 +343,11 @@ def test_a_delivered_event_is_never_sent_again(flaky_delete: MongoStore) -> None
     mongo.update("aaaaaaaa", {"late": True}, notifications=[late(0)])
     with pytest.raises(OperationFailure):
         mongo.delete("aaaaaaaa")  # dies at its delete_one
-    note = mongo.claim_notification(T0, "w", LEASE)
+    note = claim_one(mongo, T0, "w", LEASE)
     assert note is not None
-    mongo.complete_notification(note, "w")
+    mongo.complete_notifications([note], "w", T0)
     mongo.db["canaries"].delete_one({"id": "aaaaaaaa"})  # Coal Mine 0.7.1's delete
-    assert mongo.claim_notification(T0, "w", LEASE) is None
+    assert claim_one(mongo, T0, "w", LEASE) is None
     assert mongo.pending_notifications() == []
 
 
@@ -347,12 +355,12 @@ def test_a_stale_copy_of_a_delivered_event_is_not_sent(mongo: MongoStore) -> Non
     """A mover that read the canary before the event was delivered moves it late."""
     mongo.create(canary())
     mongo.update("aaaaaaaa", {"late": True}, notifications=[late(0)])
-    note = mongo.claim_notification(T0, "w", LEASE)
+    note = claim_one(mongo, T0, "w", LEASE)
     assert note is not None
-    mongo.complete_notification(note, "w")
+    mongo.complete_notifications([note], "w", T0)
     stale = {"nid": note.id, "kind": "late", "created": T0.isoformat(), "payload": {"seq": 0}}
     mongo.canaries.update_one({"id": "aaaaaaaa"}, {"$push": {"notifications": stale}})
-    assert mongo.claim_notification(T0, "w", LEASE) is None
+    assert claim_one(mongo, T0, "w", LEASE) is None
     assert mongo.pending_notifications() == []
 
 

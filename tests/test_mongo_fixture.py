@@ -20,6 +20,7 @@ from coal_mine.clock import FakeClock
 from coal_mine.mongo_store import MongoStore
 from coal_mine.notification_payload import new_notification
 from tests.stores import mongomock_database
+from tests.stores import claim_one
 
 # A copy of shared/fixtures/coal-mine-0.7-mongodb.json, kept here so the test never depends on a
 # folder outside the checkout.
@@ -186,12 +187,15 @@ def test_pending_notify_flag_is_delivered(
     deadline = "2026-11-26T03:35:28.094000+00:00"
     assert store.next_notification_time() == datetime.fromisoformat(deadline)
 
-    claimed = store.claim_notification(NOW, "worker-1", NOW + timedelta(minutes=2))
+    claimed = claim_one(store, NOW, "worker-1", NOW + timedelta(minutes=2))
     assert (claimed.canary_id, claimed.kind, claimed.attempts) == ("gnirvvzt", "late", 0)
     assert claimed.payload == {
         "id": "gnirvvzt",
         "name": "Web Only Late",
+        "slug": "web-only-late",
         "emails": ["ops@example.com"],
+        "late": True,
+        "paused": False,
         "when": deadline,
         "deadline": deadline,
         "history": [["2026-11-26T03:34:58.094000+00:00", "Canary created"]],
@@ -201,8 +205,8 @@ def test_pending_notify_flag_is_delivered(
     assert set(claimed.payload) == set(own.payload)
     # Moved into our outbox, so a Coal Mine background process cannot send it again.
     assert raw(db, "gnirvvzt")["notify"] is False
-    assert store.claim_notification(NOW, "worker-2", NOW + timedelta(minutes=2)) is None
-    store.complete_notification(claimed, "worker-1")
+    assert claim_one(store, NOW, "worker-2", NOW + timedelta(minutes=2)) is None
+    store.complete_notifications([claimed], "worker-1", NOW)
     doc = raw(db, "gnirvvzt")
     assert doc["notify"] is False and "notifications" not in doc
     assert store.pending_notifications() == [] and store.next_notification_time() is None
@@ -214,11 +218,11 @@ def test_trigger_of_flagged_canary_sends_late_then_resumed(logic: BusinessLogic,
     kinds = [n.kind for n in logic.store.pending_notifications()]
     assert kinds == ["late", "resumed"]
     assert logic.store.count_notifications() == 2
-    first = logic.store.claim_notification(NOW, "w", NOW + timedelta(minutes=1))
+    first = claim_one(logic.store, NOW, "w", NOW + timedelta(minutes=1))
     assert first.kind == "late" and first.payload["history"][0][1] == "Canary created"
-    assert logic.store.claim_notification(NOW, "w", NOW + timedelta(minutes=1)) is None  # in order
-    logic.store.complete_notification(first, "w")
-    second = logic.store.claim_notification(NOW, "w", NOW + timedelta(minutes=1))
+    assert claim_one(logic.store, NOW, "w", NOW + timedelta(minutes=1)) is None  # in order
+    logic.store.complete_notifications([first], "w", NOW)
+    second = claim_one(logic.store, NOW, "w", NOW + timedelta(minutes=1))
     assert second.kind == "resumed" and second.payload["history"][0][1] == "Triggered"
     doc = raw(db, "gnirvvzt")
     assert doc["notify"] is False and doc["late"] is False
@@ -226,16 +230,16 @@ def test_trigger_of_flagged_canary_sends_late_then_resumed(logic: BusinessLogic,
 
 def test_deleting_flagged_canary_keeps_its_message(logic: BusinessLogic) -> None:
     logic.delete("gnirvvzt")
-    claimed = logic.store.claim_notification(NOW, "w", NOW + timedelta(minutes=1))
+    claimed = claim_one(logic.store, NOW, "w", NOW + timedelta(minutes=1))
     assert (claimed.canary_id, claimed.kind, claimed.payload["name"]) == ("gnirvvzt", "late", "Web Only Late")
-    logic.store.complete_notification(claimed, "w")
+    logic.store.complete_notifications([claimed], "w", NOW)
     assert logic.store.pending_notifications() == []
 
 
 def test_flag_without_emails_is_cleared_without_a_message(logic: BusinessLogic, db: Any) -> None:
     db["canaries"].update_one({"id": "zpjqttwq"}, {"$set": {"notify": True}})
     assert [n.canary_id for n in logic.store.pending_notifications()] == ["gnirvvzt"]
-    claimed = logic.store.claim_notification(NOW, "w", NOW + timedelta(minutes=1))
+    claimed = claim_one(logic.store, NOW, "w", NOW + timedelta(minutes=1))
     assert claimed.canary_id == "gnirvvzt"
     assert raw(db, "zpjqttwq")["notify"] is False
 
@@ -245,6 +249,6 @@ def test_ensure_indexes_adds_only_what_is_missing(logic: BusinessLogic, db: Any)
     logic.store.ensure_indexes()
     names = set(db["canaries"].index_information())
     assert fixture_indexes <= names
-    # Ours: events waiting in a document, badges, run alarms (sparse: only canaries using run reporting).
-    assert names - fixture_indexes == {"notifications.nid_1", "badge_key_1", "alarm_1"}
+    # Ours: events waiting in a document, badges, run alarms and reminders (sparse).
+    assert names - fixture_indexes == {"notifications.nid_1", "badge_key_1", "alarm_1", "remind_at_1"}
     assert db["canaries"].index_information()["id_1"]["unique"] is True

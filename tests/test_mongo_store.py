@@ -28,6 +28,7 @@ from coal_mine.mongo_store import MongoStore
 from coal_mine.server import open_store
 from tests.helpers import REPO, ServerProcess, free_port
 from tests.stores import mongo_factories, mongomock_database
+from tests.stores import ONE, claim_one
 
 T0 = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
 
@@ -212,7 +213,7 @@ def test_transient_errors_are_retried_without_double_writes(flaky, error: Except
         "aaaaaaaa",
         {"late": True},
         history=(T0 + timedelta(seconds=1), "Triggered"),
-        notifications=[NewNotification("late", T0, {"name": "Job"})],
+        notifications=[NewNotification("late", T0, {"name": "Job"}, targets=ONE)],
     )
     got = store.get("aaaaaaaa")
     assert got.late and [c for _, c in got.history] == ["Triggered", "Canary created"]
@@ -289,7 +290,7 @@ def test_a_staged_copy_left_by_an_older_version_is_released(mongo: MongoStore) -
             "staged": True,
             "kind": "late",
             "created": T0,
-            "payload": {"n": 1},
+            "payload": {"n": 1, "emails": ["ops@example.com"]},
             "attempts": 0,
             "not_before": T0,
             "lease_owner": None,
@@ -297,22 +298,26 @@ def test_a_staged_copy_left_by_an_older_version_is_released(mongo: MongoStore) -
         }
     )
     mongo.ensure_indexes()
-    claimed = mongo.claim_notification(T0, "w", T0 + timedelta(seconds=30))
-    assert claimed is not None and claimed.payload == {"n": 1}
+    claimed = claim_one(mongo, T0, "w", T0 + timedelta(seconds=30))
+    # Released, and (as an entry of the layout before per-target delivery) split per recipient.
+    assert claimed is not None and claimed.payload == {"n": 1, "emails": ["ops@example.com"]}
+    assert (claimed.event, claimed.channel, claimed.target) == ("old-nid", "email", "ops@example.com")
 
 
 def test_an_event_in_both_places_is_sent_once(mongo: MongoStore) -> None:
     """A mover that died between the outbox upsert and the pull leaves the event in both."""
     mongo.create(canary())
-    mongo.update("aaaaaaaa", {"late": True}, notifications=[NewNotification("late", T0, {"n": 1})])
+    mongo.update(
+        "aaaaaaaa", {"late": True}, notifications=[NewNotification("late", T0, {"n": 1}, targets=ONE)]
+    )
     (doc,) = mongo.outbox.find({})
     event = {"nid": doc["_id"], "kind": "late", "created": T0.isoformat(), "payload": {"n": 1}}
     mongo.canaries.update_one({"id": "aaaaaaaa"}, {"$push": {"notifications": event}})
-    first = mongo.claim_notification(T0, "w", T0 + timedelta(seconds=30))
-    assert first is not None and mongo.claim_notification(T0, "w2", T0 + timedelta(seconds=30)) is None
+    first = claim_one(mongo, T0, "w", T0 + timedelta(seconds=30))
+    assert first is not None and claim_one(mongo, T0, "w2", T0 + timedelta(seconds=30)) is None
     assert len(mongo.pending_notifications()) == 1
-    mongo.complete_notification(first, "w")
-    assert mongo.claim_notification(T0, "w2", T0 + timedelta(seconds=30)) is None
+    mongo.complete_notifications([first], "w", T0)
+    assert claim_one(mongo, T0, "w2", T0 + timedelta(seconds=30)) is None
     assert mongo.pending_notifications() == []
 
 
@@ -380,7 +385,7 @@ def test_several_claimers_send_each_notification_once(mongo: MongoStore) -> None
         cid = chr(97 + c) * 8
         mongo.create(canary(cid, f"Job {c}"))
         for seq in range(per_canary):
-            new = NewNotification("late", T0 + timedelta(milliseconds=seq), {"seq": seq})
+            new = NewNotification("late", T0 + timedelta(milliseconds=seq), {"seq": seq}, targets=ONE)
             mongo.update(cid, {"late": seq % 2 == 0}, notifications=[new])
     sent: list[tuple[str, int, str]] = []
     lock = threading.Lock()
@@ -389,7 +394,7 @@ def test_several_claimers_send_each_notification_once(mongo: MongoStore) -> None
     def claimer(i: int) -> None:
         idle = 0
         while idle < 3:
-            note = mongo.claim_notification(now, f"w{i}", lease)
+            note = claim_one(mongo, now, f"w{i}", lease)
             if note is None:
                 idle += 1
                 time.sleep(0.005)
@@ -397,7 +402,7 @@ def test_several_claimers_send_each_notification_once(mongo: MongoStore) -> None
             idle = 0
             with lock:
                 sent.append((note.canary_id, note.payload["seq"], note.id))
-            mongo.complete_notification(note, f"w{i}")
+            mongo.complete_notifications([note], f"w{i}", T0)
 
     run_threads(6, claimer)
     assert len(sent) == canaries * per_canary
@@ -413,29 +418,31 @@ def test_delete_keeps_leases_and_order_of_pending_messages(mongo: MongoStore) ->
         mongo.update(
             "aaaaaaaa",
             {"late": seq % 2 == 0},
-            notifications=[NewNotification("late", T0 + timedelta(seconds=seq), {"seq": seq})],
+            notifications=[NewNotification("late", T0 + timedelta(seconds=seq), {"seq": seq}, targets=ONE)],
         )
     lease = T0 + timedelta(minutes=5)
-    held = mongo.claim_notification(T0 + timedelta(seconds=5), "w1", lease)
+    held = claim_one(mongo, T0 + timedelta(seconds=5), "w1", lease)
     assert mongo.delete("aaaaaaaa") and mongo.get("aaaaaaaa") is None
     # Still leased by w1 after the move, and the later ones wait behind it.
-    assert mongo.claim_notification(T0 + timedelta(seconds=5), "w2", lease) is None
+    assert claim_one(mongo, T0 + timedelta(seconds=5), "w2", lease) is None
     assert mongo.next_notification_time() == lease
     mongo.retry_notification(held, "w1", T0 + timedelta(seconds=10))
-    again = mongo.claim_notification(T0 + timedelta(seconds=10), "w2", lease)
+    again = claim_one(mongo, T0 + timedelta(seconds=10), "w2", lease)
     assert (again.id, again.attempts, again.payload) == (held.id, 1, {"seq": 0})
-    mongo.complete_notification(again, "w2")
+    mongo.complete_notifications([again], "w2", T0)
     rest = []
-    while (note := mongo.claim_notification(T0 + timedelta(seconds=10), "w2", lease)) is not None:
+    while (note := claim_one(mongo, T0 + timedelta(seconds=10), "w2", lease)) is not None:
         rest.append(note.payload["seq"])
-        mongo.complete_notification(note, "w2")
+        mongo.complete_notifications([note], "w2", T0)
     assert rest == [1, 2] and mongo.pending_notifications() == []
 
 
 def test_delete_racing_a_new_message_moves_it_too(flaky) -> None:
     store, wrapper, _ = flaky
     store.create(canary())
-    store.update("aaaaaaaa", {"late": True}, notifications=[NewNotification("late", T0, {"seq": 0})])
+    store.update(
+        "aaaaaaaa", {"late": True}, notifications=[NewNotification("late", T0, {"seq": 0}, targets=ONE)]
+    )
     real_delete = store.db["canaries"].delete_one
     raced = []
 
@@ -445,7 +452,9 @@ def test_delete_racing_a_new_message_moves_it_too(flaky) -> None:
                 store.update(
                     "aaaaaaaa",
                     {"late": False},
-                    notifications=[NewNotification("resumed", T0 + timedelta(seconds=1), {"seq": 1})],
+                    notifications=[
+                        NewNotification("resumed", T0 + timedelta(seconds=1), {"seq": 1}, targets=ONE)
+                    ],
                 )
             )
         return real_delete(query)
@@ -460,7 +469,9 @@ def test_delete_gives_up_when_messages_never_settle(flaky) -> None:
     move and our delete: the delete gives up, and every event is still there."""
     store, wrapper, _ = flaky
     store.create(canary())
-    store.update("aaaaaaaa", {"late": True}, notifications=[NewNotification("late", T0, {"seq": 0})])
+    store.update(
+        "aaaaaaaa", {"late": True}, notifications=[NewNotification("late", T0, {"seq": 0}, targets=ONE)]
+    )
     counter = iter(range(1, 1000))
 
     def always_raced(query: dict) -> Any:

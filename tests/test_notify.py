@@ -7,6 +7,7 @@ import logging
 import shutil
 import ssl
 import subprocess
+import time
 from datetime import UTC, datetime, timedelta
 from email import policy
 from email.message import EmailMessage
@@ -18,10 +19,12 @@ from aiosmtpd.smtp import AuthResult, LoginPassword
 
 from coal_mine.abstract_store import AbstractStore
 from coal_mine.business_logic import BusinessLogic
-from coal_mine.clock import FakeClock
+from coal_mine.clock import Clock, FakeClock
 from coal_mine.config import EmailConfig
-from coal_mine.models import NewNotification, Notification
-from coal_mine.notify import DeliveryError, Notifier, OutboxSender, SMTPNotifier, build_message
+from coal_mine.models import Notification, StoreUnavailableError
+from coal_mine.channels import Channel, DeliveryError
+from coal_mine.channels.email import SMTPNotifier, build_message
+from coal_mine.notify import OutboxSender
 from coal_mine.watcher import Watcher
 from tests.helpers import free_port
 from tests.smtp_sink import SMTPSink
@@ -284,25 +287,71 @@ def test_ssl_refuses_an_untrusted_certificate(
         assert server.messages == []
 
 
+# --- per-recipient refusals -----------------------------------------------------------------
+
+
+def test_some_recipients_refused_are_reported_each(sink: SMTPSink) -> None:
+    sink.refuse = {"dev@example.org": "550 5.1.1 no such user"}
+    notifier = SMTPNotifier(smtp_config(sink.port))
+    refused = notifier.send(build_message(notification(), "coal@example.net", now=T0))
+    assert list(refused) == ["dev@example.org"]
+    assert not refused["dev@example.org"].retryable and "550 5.1.1" in str(refused["dev@example.org"])
+    assert sink.wait_for(1)[0].rcpt_tos == ["ops@example.com"]
+    sink.refuse = {"ops@example.com": "450 4.2.0 greylisted", "dev@example.org": "550 no"}
+    with pytest.raises(DeliveryError) as info:  # nobody took it: 450 and 550 make it not retryable
+        notifier.send(build_message(notification(), "coal@example.net", now=T0))
+    assert "450 4.2.0 greylisted" in str(info.value) and not info.value.retryable
+
+
+def test_only_the_given_recipients_are_in_the_envelope(sink: SMTPSink) -> None:
+    notifier = SMTPNotifier(smtp_config(sink.port))
+    assert notifier.send(build_message(notification(), "c@x.org", now=T0), ["dev@example.org"]) == {}
+    got = sink.wait_for(1)[0]
+    assert got.rcpt_tos == ["dev@example.org"]
+    assert got.message["To"] == "ops@example.com, dev@example.org"  # the header names everyone
+
+
 # --- the outbox sender --------------------------------------------------------------------
 
 
-class FakeNotifier(Notifier):
+class FakeChannel(Channel):
+    """An email-like channel that records what it would send; `fail` fails whole deliveries,
+    `refuse` maps targets to per-target refusals."""
+
+    kind = "email"
+    group = True
+    shared_server = True
+
     def __init__(self) -> None:
-        self.sent: list[EmailMessage] = []
+        self.sent: list[tuple[EmailMessage, list[str]]] = []
         self.fail: DeliveryError | None = None
+        self.refuse: dict[str, DeliveryError] = {}
         self.closed = 0
 
-    def send(self, message: EmailMessage) -> None:
+    def render(self, event: Notification, targets: Any, *, now: datetime, delayed: bool) -> EmailMessage:
+        return notify_module_build(event, now, delayed)
+
+    def deliver(self, rendered: EmailMessage, targets: Any) -> dict[str, DeliveryError]:
         if self.fail is not None:
             raise self.fail
-        self.sent.append(message)
+        refused = {t: self.refuse[t] for t in targets if t in self.refuse}
+        self.sent.append((rendered, [t for t in targets if t not in refused]))
+        return refused
 
     def close(self) -> None:
         self.closed += 1
 
     def events(self) -> list[tuple[str, str]]:
-        return [(str(m["X-Coal-Mine-Canary"]), str(m["X-Coal-Mine-Event"])) for m in self.sent]
+        return [(str(m["X-Coal-Mine-Canary"]), str(m["X-Coal-Mine-Event"])) for m, _ in self.sent]
+
+    def deliveries(self) -> list[tuple[str, str]]:
+        return [(str(m["X-Coal-Mine-Event"]), t) for m, targets in self.sent for t in targets]
+
+
+def notify_module_build(event: Notification, now: datetime, delayed: bool) -> EmailMessage:
+    import coal_mine.channels.email as email_channel
+
+    return email_channel.build_message(event, "coal@example.net", now=now, delayed=delayed)
 
 
 def go_late(logic: BusinessLogic, clock: FakeClock, *names: str, period: float = 10) -> list[str]:
@@ -313,38 +362,37 @@ def go_late(logic: BusinessLogic, clock: FakeClock, *names: str, period: float =
 
 
 def sender_for(
-    logic: BusinessLogic, clock: FakeClock, notifier: Notifier | None, **kwargs: Any
+    logic: BusinessLogic, clock: FakeClock, channel: Channel | None, **kwargs: Any
 ) -> OutboxSender:
-    return OutboxSender(
-        logic.store, notifier, "coal@example.net", clock=clock, **{"retry_max_delay": 60, **kwargs}
-    )
+    return OutboxSender(logic.store, channel, clock=clock, **{"retry_max_delay": 60, **kwargs})
 
 
 def test_sends_and_removes(logic: BusinessLogic, clock: FakeClock, store: AbstractStore) -> None:
     a, b = go_late(logic, clock, "A", "B")
-    notifier = FakeNotifier()
-    sender = sender_for(logic, clock, notifier)
+    channel = FakeChannel()
+    sender = sender_for(logic, clock, channel)
     assert sender.step() is False
-    assert sorted(notifier.events()) == sorted([(a, "late"), (b, "late")])
-    assert store.pending_notifications() == [] and notifier.closed >= 1
+    assert sorted(channel.events()) == sorted([(a, "late"), (b, "late")])
+    assert store.pending_notifications() == [] and channel.closed >= 1
     assert sender.seconds_until_next() == 10  # nothing pending: the rescan interval
+    assert [s.last_success for s in store.target_statuses(a)] == [clock.now()]
 
 
 def test_batches_report_more(logic: BusinessLogic, clock: FakeClock) -> None:
     go_late(logic, clock, *[f"J{i}" for i in range(5)])
-    notifier = FakeNotifier()
-    sender = sender_for(logic, clock, notifier, batch_size=2)
+    channel = FakeChannel()
+    sender = sender_for(logic, clock, channel, batch_size=2)
     assert [sender.step(), sender.step(), sender.step()] == [True, True, False]
-    assert len(notifier.sent) == 5
+    assert len(channel.sent) == 5
 
 
 def test_failure_backs_off_and_keeps_order(
     logic: BusinessLogic, clock: FakeClock, store: AbstractStore, caplog: pytest.LogCaptureFixture
 ) -> None:
     (cid,) = go_late(logic, clock, "A")
-    notifier = FakeNotifier()
-    notifier.fail = DeliveryError("connection refused", retryable=True)
-    sender = sender_for(logic, clock, notifier, retry_max_delay=8)
+    channel = FakeChannel()
+    channel.fail = DeliveryError("connection refused", retryable=True)
+    sender = sender_for(logic, clock, channel, retry_max_delay=8)
     logic.trigger(cid)  # resumed, while the late message is still pending
     clock.advance(11)
     Watcher(logic).step()  # late again
@@ -361,17 +409,17 @@ def test_failure_backs_off_and_keeps_order(
         ("resumed", 0),
         ("late", 0),
     ]
-    notifier.fail = None
+    channel.fail = None
     while sender.step() or store.pending_notifications():
         clock.advance(sender.seconds_until_next())
-    assert notifier.events() == [(cid, "late"), (cid, "resumed"), (cid, "late")]
+    assert channel.events() == [(cid, "late"), (cid, "resumed"), (cid, "late")]
 
 
 def test_server_failure_pauses_all_sending(logic: BusinessLogic, clock: FakeClock) -> None:
     go_late(logic, clock, "A", "B", "C")
-    notifier = FakeNotifier()
-    notifier.fail = DeliveryError("down", retryable=True)
-    sender = sender_for(logic, clock, notifier)
+    channel = FakeChannel()
+    channel.fail = DeliveryError("down", retryable=True)
+    sender = sender_for(logic, clock, channel)
     sender.step()
     sender.step()  # paused: does not try B and C at once
     assert sender.paused_until == clock.now() + timedelta(seconds=1)
@@ -382,46 +430,98 @@ def test_permanent_failure_is_kept_and_others_go_on(
     logic: BusinessLogic, clock: FakeClock, store: AbstractStore
 ) -> None:
     a, b = go_late(logic, clock, "A", "B")
-
-    class RefusesA(FakeNotifier):
-        def send(self, message: EmailMessage) -> None:
-            if message["X-Coal-Mine-Canary"] == a:
-                raise DeliveryError("550 no such user", retryable=False)
-            super().send(message)
-
-    notifier = RefusesA()
-    sender = sender_for(logic, clock, notifier, retry_max_delay=60)
+    channel = FakeChannel()
+    channel.refuse = {"a@example.com": DeliveryError("550 no such user", retryable=False)}
+    sender = sender_for(logic, clock, channel, retry_max_delay=60)
     sender.step()
-    assert notifier.events() == [(b, "late")]
+    assert channel.events() == [(a, "late"), (b, "late")] and channel.deliveries() == [
+        ("late", "b@example.com")
+    ]
     (kept,) = store.pending_notifications()
     assert kept.canary_id == a and kept.not_before == clock.now() + timedelta(seconds=60)
+    assert kept.last_error == "550 no such user" and kept.permanent
     assert sender.paused_until is None
+    (status,) = store.target_statuses(a)
+    assert (status.target, status.last_error, status.last_success) == (
+        "a@example.com",
+        "550 no such user",
+        None,
+    )
 
 
-def test_delayed_note_after_the_configured_age(logic: BusinessLogic, clock: FakeClock) -> None:
+def test_a_refused_recipient_is_retried_alone(
+    logic: BusinessLogic, clock: FakeClock, store: AbstractStore
+) -> None:
+    cid = logic.create("A", 10, emails=["ok@example.com", "grey@example.com", "typo@example.com"]).id
+    clock.advance(10.001)
+    Watcher(logic).step()
+    channel = FakeChannel()
+    channel.refuse = {
+        "grey@example.com": DeliveryError("450 greylisted", retryable=True),
+        "typo@example.com": DeliveryError("550 no such user", retryable=False),
+    }
+    sender = sender_for(logic, clock, channel, retry_max_delay=60)
+    sender.step()
+    assert channel.deliveries() == [("late", "ok@example.com")]
+    assert sender.paused_until is None  # the server works: no pause for the others
+    logic.trigger(cid)  # resumed: ok@ gets it now, the others wait for their late
+    sender.step()
+    assert channel.deliveries()[-1] == ("resumed", "ok@example.com")
+    del channel.refuse["grey@example.com"]
+    clock.advance(sender.seconds_until_next())
+    assert sender.seconds_until_next() == 0
+    sender.step()
+    assert channel.deliveries()[-2:] == [("late", "grey@example.com"), ("resumed", "grey@example.com")]
+    assert [(n.target, n.kind, n.attempts) for n in store.pending_notifications()] == [
+        ("typo@example.com", "late", 1),
+        ("typo@example.com", "resumed", 0),
+    ]
+    # Correcting the address withdraws what was pending for the removed one, with a history entry.
+    logic.update(cid, emails=["ok@example.com", "grey@example.com", "fixed@example.com"])
+    assert store.pending_notifications() == []
+    assert "Withdrew pending notifications to removed typo@example.com" in logic.get(cid).history[0][1]
+    assert channel.deliveries().count(("late", "ok@example.com")) == 1  # never sent again
+
+
+def test_delete_withdraws_only_undeliverable_messages(
+    logic: BusinessLogic, clock: FakeClock, store: AbstractStore
+) -> None:
+    cid = logic.create("A", 10, emails=["typo@example.com", "down@example.com"]).id
+    clock.advance(10.001)
+    Watcher(logic).step()
+    channel = FakeChannel()
+    channel.refuse = {
+        "typo@example.com": DeliveryError("550 no such user", retryable=False),
+        "down@example.com": DeliveryError("451 try later", retryable=True),
+    }
+    sender_for(logic, clock, channel).step()
+    logic.delete(cid)
+    assert [n.target for n in store.pending_notifications()] == ["down@example.com"]
+
+
+def test_delayed_header_after_the_configured_age(logic: BusinessLogic, clock: FakeClock) -> None:
     go_late(logic, clock, "A")
     clock.advance(3601)
-    notifier = FakeNotifier()
-    sender_for(logic, clock, notifier, delayed_after=3600).step()
-    assert notifier.sent[0]["X-Coal-Mine-Delayed"]
+    channel = FakeChannel()
+    sender_for(logic, clock, channel, delayed_after=3600).step()
+    assert channel.sent[0][0]["X-Coal-Mine-Delayed"]
 
 
 def test_no_sender_keeps_everything_pending(
     logic: BusinessLogic, clock: FakeClock, store: AbstractStore, caplog: pytest.LogCaptureFixture
 ) -> None:
     go_late(logic, clock, "A", "B")
-    notifier = FakeNotifier()
-    sender = OutboxSender(store, notifier, None, clock=clock)
+    sender = OutboxSender(store, None, kind="email", clock=clock)
     with caplog.at_level(logging.WARNING, logger="coal_mine.notify"):
         sender.step()
         sender.step()
-    assert notifier.sent == [] and len(store.pending_notifications()) == 2
-    assert caplog.text.count("2 notification(s) pending and kept: no email sender") == 1
+    assert len(store.pending_notifications()) == 2
+    assert caplog.text.count("2 email notification(s) pending and kept: no email sender") == 1
 
 
 def test_two_senders_never_send_the_same_event(logic: BusinessLogic, clock: FakeClock) -> None:
     go_late(logic, clock, *[f"J{i}" for i in range(6)])
-    one, two = FakeNotifier(), FakeNotifier()
+    one, two = FakeChannel(), FakeChannel()
     first = sender_for(logic, clock, one, owner="one", batch_size=1)
     second = sender_for(logic, clock, two, owner="two", batch_size=1)
     while first.step() | second.step():
@@ -432,46 +532,111 @@ def test_two_senders_never_send_the_same_event(logic: BusinessLogic, clock: Fake
 
 def test_a_dead_senders_lease_expires(logic: BusinessLogic, clock: FakeClock, store: AbstractStore) -> None:
     go_late(logic, clock, "A")
-    store.claim_notification(clock.now(), "crashed", clock.now() + timedelta(seconds=150))
-    notifier = FakeNotifier()
-    sender = sender_for(logic, clock, notifier)
+    store.claim_notifications(clock.now(), "crashed", clock.now() + timedelta(seconds=150), "email")
+    channel = FakeChannel()
+    sender = sender_for(logic, clock, channel)
     sender.step()
-    assert notifier.sent == []
+    assert channel.sent == []
     assert sender.seconds_until_next() == 10  # capped by the rescan
     clock.advance(150)
     sender.step()
-    assert len(notifier.sent) == 1
+    assert len(channel.sent) == 1
 
 
 def test_odd_payload_is_retried_not_dropped(
     logic: BusinessLogic, clock: FakeClock, store: AbstractStore
 ) -> None:
     (cid,) = go_late(logic, clock, "A")
-    real_build = build_message
-    notifier = FakeNotifier()
-    sender = sender_for(logic, clock, notifier)
-    import coal_mine.notify as notify
+    channel = FakeChannel()
+    sender = sender_for(logic, clock, channel)
+    real_render = channel.render
 
     def broken(*args: Any, **kwargs: Any) -> EmailMessage:
         raise KeyError("boom")
 
-    notify.build_message = broken  # type: ignore[assignment]
-    try:
-        sender.step()
-    finally:
-        notify.build_message = real_build
+    channel.render = broken  # type: ignore[method-assign]
+    sender.step()
     (kept,) = store.pending_notifications()
-    assert kept.attempts == 1
+    assert kept.attempts == 1 and "KeyError" in (kept.last_error or "")
+    channel.render = real_render  # type: ignore[method-assign]
     clock.advance(60)
     sender.step()
-    assert notifier.events() == [(cid, "late")]
+    assert channel.events() == [(cid, "late")]
 
 
-def test_no_addresses_nothing_to_send(logic: BusinessLogic, clock: FakeClock, store: AbstractStore) -> None:
+def test_no_targets_nothing_recorded(logic: BusinessLogic, clock: FakeClock, store: AbstractStore) -> None:
     cid = logic.create("A", 10).id
-    store.update(
-        cid, {}, notifications=[NewNotification("late", clock.now(), {"id": cid, "name": "A", "emails": []})]
-    )
-    notifier = FakeNotifier()
-    sender_for(logic, clock, notifier).step()
-    assert notifier.sent == [] and store.pending_notifications() == []
+    clock.advance(11)
+    Watcher(logic).step()
+    assert logic.get(cid).late and store.pending_notifications() == []
+
+
+class FlakyStore:
+    """Wraps a store; its next `fail` complete_notifications calls fail as a full disk would."""
+
+    def __init__(self, store: AbstractStore, fail: int) -> None:
+        self.store, self.fail = store, fail
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.store, name)
+
+    def complete_notifications(self, *args: Any) -> None:
+        if self.fail:
+            self.fail -= 1
+            raise StoreUnavailableError("disk full")
+        self.store.complete_notifications(*args)
+
+
+def test_completion_is_retried_and_never_resends(
+    logic: BusinessLogic, clock: FakeClock, store: AbstractStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    go_late(logic, clock, "A")
+    channel = FakeChannel()
+    flaky = FlakyStore(store, fail=2)
+    sender = OutboxSender(flaky, channel, clock=clock, lease_seconds=30)  # type: ignore[arg-type]
+    sender.step()  # two failures, then the third try of the completion succeeds
+    assert len(channel.sent) == 1 and store.pending_notifications() == [] and not sender.delivered
+    go_late(logic, clock, "B")
+    flaky.fail = 10
+    with caplog.at_level(logging.ERROR, logger="coal_mine.notify"):
+        sender.step()
+    assert "will retry (not resend)" in caplog.text
+    assert len(channel.sent) == 2 and len(sender.delivered) == 1
+    clock.advance(31)  # the lease ran out meanwhile: the entry is claimable again
+    flaky.fail = 0
+    sender.step()
+    assert len(channel.sent) == 2 and store.pending_notifications() == [] and not sender.delivered
+
+
+def test_a_slow_send_keeps_its_lease(logic: BusinessLogic, store: AbstractStore) -> None:
+    """A send longer than the lease is not taken over by a second worker."""
+    import threading
+
+    clock = Clock()
+    logic.clock = clock
+    logic.create("A", 0.05, emails=["a@example.com"])
+    threading.Event().wait(0.1)
+    Watcher(logic).step()
+    release = threading.Event()
+    taken = threading.Event()
+
+    class Slow(FakeChannel):
+        def deliver(self, rendered: EmailMessage, targets: Any) -> dict[str, DeliveryError]:
+            taken.set()
+            release.wait(10)
+            return super().deliver(rendered, targets)
+
+    slow, other = Slow(), FakeChannel()
+    first = OutboxSender(store, slow, clock=clock, owner="slow", lease_seconds=2.0)
+    second = OutboxSender(store, other, clock=clock, owner="other", lease_seconds=2.0)
+    worker = threading.Thread(target=first.step)
+    worker.start()
+    assert taken.wait(10)
+    end = time.monotonic() + 3.0  # one and a half leases: without extension, "other" would take it
+    while time.monotonic() < end:
+        second.step()
+        assert other.sent == []
+        time.sleep(0.01)
+    release.set()
+    worker.join(10)
+    assert len(slow.sent) == 1 and other.sent == [] and store.pending_notifications() == []

@@ -215,4 +215,4 @@ def test_no_sender_keeps_events_pending(tmp_path: Path) -> None:
         wait_until(lambda: is_late(server, cid))
         wait_until(lambda: "notification(s) pending and kept" in server.log())
     with sqlite3.connect(tmp_path / "coal-mine.sqlite3") as conn:
-        assert conn.execute("SELECT canary_id, kind FROM notifications").fetchall() == [(cid, "late")]
+        assert conn.execute("SELECT canary_id, kind FROM deliveries").fetchall() == [(cid, "late")]

@@ -74,7 +74,7 @@ class Client:
 
 def pending(uri: str) -> int:
     with psycopg.connect(uri) as conn:
-        return conn.execute("SELECT count(*) FROM notifications").fetchone()[0]  # type: ignore[index]
+        return conn.execute("SELECT count(*) FROM deliveries").fetchone()[0]  # type: ignore[index]
 
 
 def by_canary(messages: list[Received]) -> dict[str, list[str]]:

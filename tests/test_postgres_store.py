@@ -18,7 +18,7 @@ from coal_mine.models import Canary, StoreUnavailableError
 from coal_mine.postgres_store import PostgresStore
 from tests.stores import ThrowAwaySchema
 
-TABLES = ("canaries", "history", "notifications")
+TABLES = ("canaries", "history", "deliveries")
 
 
 @pytest.fixture
@@ -80,9 +80,11 @@ def test_no_operation_reads_a_whole_table(schema: ThrowAwaySchema) -> None:
     assert store.id_for_slug("job-7") == ids[7] and store.get(ids[7]) is not None
     assert set(store.last_entries(ids[:60], "Triggered")) == set(ids[:50])
     logic.update(ids[8], name="Renamed", periodicity=30)
-    note = store.claim_notification(clock.now(), "w", clock.now() + timedelta(seconds=30))
-    assert note is not None
-    store.complete_notification(note, "w")
+    claimed = store.claim_notifications(
+        clock.now(), "w", clock.now() + timedelta(seconds=30), "email", group=True
+    )
+    assert claimed
+    store.complete_notifications(claimed, "w", clock.now())
     logic.delete(ids[9])
     store.close()
     after = settled_scans(schema)

@@ -12,7 +12,8 @@ import pytest
 from coal_mine.abstract_store import AbstractStore
 from coal_mine.clock import FakeClock
 from coal_mine.config import EmailConfig
-from coal_mine.notify import OutboxSender, SMTPNotifier
+from coal_mine.channels.email import EmailChannel, SMTPNotifier
+from coal_mine.notify import OutboxSender
 from tests.helpers import ServerProcess
 from tests.runs_support import RunServer
 from tests.smtp_sink import SMTPSink
@@ -32,7 +33,7 @@ def srv(store: AbstractStore, clock: FakeClock) -> Iterator[RunServer]:
 
 def send_all(srv: RunServer, sink: SMTPSink) -> None:
     notifier = SMTPNotifier(EmailConfig(sender="coal@example.net", host="127.0.0.1", port=sink.port))
-    sender = OutboxSender(srv.store, notifier, "coal@example.net", clock=srv.clock)
+    sender = OutboxSender(srv.store, EmailChannel("coal@example.net", notifier), clock=srv.clock)
     while sender.step():
         pass
     notifier.close()

@@ -11,7 +11,7 @@ import pytest
 
 from coal_mine.api import Api
 from coal_mine.business_logic import BusinessLogic
-from coal_mine.models import PrunePolicy, StoreUnavailableError
+from coal_mine.models import Canary, NewNotification, PrunePolicy, StoreUnavailableError
 from coal_mine.sqlite_schema import MIGRATIONS as _MIGRATIONS
 from coal_mine.sqlite_schema import SCHEMA_VERSION
 from coal_mine.sqlite_store import SQLiteStore
@@ -97,4 +97,45 @@ def test_locked_database_is_a_503_and_changes_nothing(tmp_path: Path) -> None:
     assert answer["status"] == "error" and "busy" in answer["error"]
     assert [c for _, c in logic.get(canary.id).history] == ["Canary created"]
     assert logic.trigger(canary.id, "after") == (False, False)  # works again once released
+    store.close()
+
+
+def test_schema_3_splits_each_pending_email_into_one_entry_per_recipient(tmp_path: Path) -> None:
+    """A message pending when the server is upgraded is delivered per recipient afterwards,
+    with its attempts kept; a payload without addresses had nothing to send."""
+    path = tmp_path / "v2.sqlite3"
+    conn = sqlite3.connect(path)
+    for migration in _MIGRATIONS[:2]:
+        for statement in migration.split(";"):
+            if statement.strip():
+                conn.execute(statement)
+    rows = [
+        ("aaaaaaaa", "late", {"name": "A", "emails": ["a@x", "b@y"]}, 3),
+        ("bbbbbbbb", "late", {"name": "B", "emails": []}, 0),
+        ("aaaaaaaa", "resumed", {"name": "A", "emails": ["a@x", "b@y"]}, 0),
+    ]
+    for cid, kind, payload, attempts in rows:
+        conn.execute(
+            "INSERT INTO notifications (canary_id, kind, created, payload, attempts, not_before) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            (cid, kind, micros(T0), json.dumps(payload), attempts, micros(T0)),
+        )
+    conn.execute("PRAGMA user_version = 2")
+    conn.commit()
+    conn.close()
+    store = SQLiteStore(str(path))
+    pending = store.pending_notifications()
+    assert [(n.canary_id, n.kind, n.target, n.attempts) for n in pending] == [
+        ("aaaaaaaa", "late", "a@x", 3),
+        ("aaaaaaaa", "late", "b@y", 3),
+        ("aaaaaaaa", "resumed", "a@x", 0),
+        ("aaaaaaaa", "resumed", "b@y", 0),
+    ]
+    assert pending[0].event == pending[1].event != pending[2].event == pending[3].event
+    # New events get numbers of their own.
+    store.create(Canary(id="cccccccc", name="C", slug="c", periodicity=60.0, history=[]))
+    new = NewNotification("late", T0, {"name": "C"}, targets=(("email", "c@z"),))
+    assert store.update("cccccccc", {"late": True}, notifications=[new])
+    events = [n.event for n in store.pending_notifications()]
+    assert len(set(events)) == 3
     store.close()

@@ -29,10 +29,6 @@ def make(cid: str = "aaaaaaaa", name: str = "Job", **fields) -> Canary:
     return Canary(**base)
 
 
-def note(kind: str = "late", at: datetime = T0, **payload) -> NewNotification:
-    return NewNotification(kind=kind, created=at, payload={"name": "Job", **payload})
-
-
 def test_create_and_get_round_trip(store: AbstractStore) -> None:
     canary = make(
         name="Ünïcode ✓ job",
@@ -241,46 +237,71 @@ def test_no_deadline_when_nothing_is_watched(store: AbstractStore) -> None:
     assert store.due_canaries(T0 + timedelta(days=1), 10) == []
 
 
-# --- notification outbox ----------------------------------------------------------------
+# --- notification outbox: one entry per event and target ------------------------------
+
+E1, E2 = ("email", "a@x"), ("email", "b@y")
+HOOK = ("webhook", "https://hooks.example/1")
 
 
-def with_notes(store: AbstractStore, *kinds_by_canary: tuple[str, list[str]]) -> None:
+def note(kind: str = "late", at: datetime = T0, targets=(E1,), **payload) -> NewNotification:
+    return NewNotification(kind=kind, created=at, payload={"name": "Job", **payload}, targets=tuple(targets))
+
+
+def with_notes(store: AbstractStore, *kinds_by_canary: tuple[str, list[str]], targets=(E1,)) -> None:
     for i, (cid, kinds) in enumerate(kinds_by_canary):
         store.create(make(cid, f"Job {cid}"))
         for j, kind in enumerate(kinds):
             store.update(
                 cid,
                 {"late": kind == "late"},
-                notifications=[note(kind, T0 + timedelta(seconds=i + j), seq=j)],
+                notifications=[note(kind, T0 + timedelta(seconds=i + j), targets, seq=j)],
             )
 
 
+def claim(store: AbstractStore, at: datetime, owner: str = "w", channel: str = "email", **kw):
+    """The one entry a claim returns, or None."""
+    got = store.claim_notifications(at, owner, at + timedelta(seconds=30), channel, **kw)
+    assert len(got) <= 1
+    return got[0] if got else None
+
+
 def test_notification_recorded_with_state_change(store: AbstractStore) -> None:
-    with_notes(store, ("aaaaaaaa", ["late"]))
-    (pending,) = store.pending_notifications()
-    assert (pending.canary_id, pending.kind, pending.created, pending.attempts) == ("aaaaaaaa", "late", T0, 0)
-    assert pending.payload == {"name": "Job", "seq": 0}
+    with_notes(store, ("aaaaaaaa", ["late"]), targets=(E1, E2, HOOK))
+    pending = store.pending_notifications()
+    assert [(n.channel, n.target) for n in pending] == [E1, E2, HOOK]
+    assert len({n.event for n in pending}) == 1 and len({n.id for n in pending}) == 3
+    first = pending[0]
+    assert (first.canary_id, first.kind, first.created, first.attempts) == ("aaaaaaaa", "late", T0, 0)
+    assert first.payload == {"name": "Job", "seq": 0} and first.not_before == T0
+    assert first.last_error is None and not first.permanent
     assert store.get("aaaaaaaa").late
+    assert store.pending_notifications("bbbbbbbb") == [] and len(store.pending_notifications("aaaaaaaa")) == 3
+
+
+def test_event_without_targets_records_nothing(store: AbstractStore) -> None:
+    store.create(make())
+    assert store.update("aaaaaaaa", {"late": True}, notifications=[note(targets=())])
+    assert store.pending_notifications() == [] and store.next_notification_time() is None
 
 
 def test_claim_complete_in_order(store: AbstractStore) -> None:
     with_notes(store, ("aaaaaaaa", ["late", "resumed", "late"]), ("bbbbbbbb", ["late"]))
     later = T0 + timedelta(minutes=1)
-    lease = later + timedelta(seconds=30)
-    first = store.claim_notification(later, "w1", lease)
-    second = store.claim_notification(later, "w1", lease)
+    first = claim(store, later, "w1")
+    second = claim(store, later, "w1")
     assert (first.canary_id, first.kind) == ("aaaaaaaa", "late")
     # aaaaaaaa's next message must wait for its first one: bbbbbbbb's comes next.
     assert (second.canary_id, second.kind) == ("bbbbbbbb", "late")
-    assert store.claim_notification(later, "w2", lease) is None
-    store.complete_notification(first, "w1")
-    third = store.claim_notification(later, "w2", lease)
+    assert claim(store, later, "w2") is None
+    store.complete_notifications([first], "w1", later)
+    third = claim(store, later, "w2")
     assert (third.kind, third.payload["seq"]) == ("resumed", 1)
-    store.complete_notification(third, "w2")
-    store.complete_notification(second, "w1")
-    fourth = store.claim_notification(later, "w1", lease)
+    store.complete_notifications([third, second], "w2", later)  # second is not w2's
+    assert len(store.pending_notifications()) == 2
+    store.complete_notifications([second], "w1", later)
+    fourth = claim(store, later, "w1")
     assert (fourth.kind, fourth.payload["seq"]) == ("late", 2)
-    store.complete_notification(fourth, "w1")
+    store.complete_notifications([fourth], "w1", later)
     assert store.pending_notifications() == []
     assert store.next_notification_time() is None
 
@@ -289,59 +310,120 @@ def test_count_notifications_counts_what_pending_lists(store: AbstractStore) -> 
     assert store.count_notifications() == 0
     with_notes(store, ("aaaaaaaa", ["late", "resumed"]), ("bbbbbbbb", ["late"]))
     assert store.count_notifications() == len(store.pending_notifications()) == 3
-    claimed = store.claim_notification(T0 + timedelta(minutes=1), "w", T0 + timedelta(minutes=2))
+    claimed = claim(store, T0 + timedelta(minutes=1))
     assert store.count_notifications() == 3  # leased is still pending
-    store.complete_notification(claimed, "w")
+    store.complete_notifications([claimed], "w", T0)
     assert store.count_notifications() == len(store.pending_notifications()) == 2
     store.delete("bbbbbbbb")  # pending notifications outlive their canary
     assert store.count_notifications() == len(store.pending_notifications()) == 2
 
 
+def test_each_target_has_its_own_order_and_state(store: AbstractStore) -> None:
+    with_notes(store, ("aaaaaaaa", ["late", "resumed"]), targets=(E1, E2, HOOK))
+    NOW = T0 + timedelta(minutes=1)
+    hook = claim(store, NOW, channel="webhook")
+    assert (hook.target, hook.kind) == (HOOK[1], "late")
+    store.retry_notification(hook, "w", NOW + timedelta(hours=1), error="HTTP 404", permanent=True, now=NOW)
+    # A failing webhook holds back neither the email of the same event nor later events' emails.
+    a = claim(store, NOW)
+    b = claim(store, NOW)
+    assert (a.target, a.kind, b.target, b.kind) == ("a@x", "late", "b@y", "late")
+    store.retry_notification(b, "w", NOW + timedelta(seconds=5), error="450 greylisted", now=NOW)
+    store.complete_notifications([a], "w", NOW)
+    a2 = claim(store, NOW)
+    assert (a2.target, a2.kind) == ("a@x", "resumed")  # b@y's resumed waits for its late
+    assert claim(store, NOW) is None and claim(store, NOW, channel="webhook") is None
+    assert store.next_notification_time("email") == NOW + timedelta(seconds=5)
+    assert store.next_notification_time("webhook") == NOW + timedelta(hours=1)
+    assert store.next_notification_time() == NOW + timedelta(seconds=5)
+    kept = {(n.target, n.kind): n for n in store.pending_notifications()}
+    assert (kept["b@y", "late"].attempts, kept["b@y", "late"].last_error) == (1, "450 greylisted")
+    assert kept[HOOK[1], "late"].permanent and not kept["b@y", "late"].permanent
+    statuses = {(s.channel, s.target): s for s in store.target_statuses("aaaaaaaa")}
+    assert statuses[E1].last_success == NOW and statuses[E1].last_error is None
+    assert (statuses[E2].last_error, statuses[E2].last_error_at, statuses[E2].last_success) == (
+        "450 greylisted",
+        NOW,
+        None,
+    )
+    assert statuses[HOOK].last_error == "HTTP 404"
+    store.delete("aaaaaaaa")
+    assert store.target_statuses("aaaaaaaa") == []
+    assert len(store.pending_notifications()) == 5  # pending events survive the deletion
+
+
+def test_group_claim_takes_every_sendable_target_of_one_event(store: AbstractStore) -> None:
+    with_notes(store, ("aaaaaaaa", ["late", "resumed"]), targets=(E1, E2, HOOK))
+    NOW = T0 + timedelta(minutes=1)
+    got = store.claim_notifications(NOW, "w", NOW + timedelta(seconds=30), "email", group=True)
+    assert [(n.target, n.kind) for n in got] == [("a@x", "late"), ("b@y", "late")]
+    store.retry_notification(got[1], "w", NOW, error="451 later", now=NOW)
+    store.complete_notifications(got[:1], "w", NOW)
+    again = store.claim_notifications(NOW, "w", NOW + timedelta(seconds=30), "email", group=True)
+    assert [(n.target, n.kind) for n in again] == [("b@y", "late")]  # a@x's resumed is another event
+    assert [(n.target, n.kind) for n in store.claim_notifications(NOW, "w", NOW, "email", group=True)] == [
+        ("a@x", "resumed")
+    ]
+
+
 def test_expired_lease_can_be_claimed_again(store: AbstractStore) -> None:
     with_notes(store, ("aaaaaaaa", ["late"]))
+    first = claim(store, T0, "dead-worker")
     lease = T0 + timedelta(seconds=30)
-    first = store.claim_notification(T0, "dead-worker", lease)
-    assert store.claim_notification(T0 + timedelta(seconds=29), "w2", lease) is None
+    assert claim(store, T0 + timedelta(seconds=29), "w2") is None
     assert store.next_notification_time() == lease
-    again = store.claim_notification(lease, "w2", lease + timedelta(seconds=30))
+    again = claim(store, lease, "w2")
     assert again.id == first.id
     # The dead worker's late completion does not remove what w2 now holds.
-    store.complete_notification(first, "dead-worker")
+    store.complete_notifications([first], "dead-worker", lease)
     assert len(store.pending_notifications()) == 1
-    store.complete_notification(again, "w2")
+    store.complete_notifications([again], "w2", lease)
     assert store.pending_notifications() == []
+
+
+def test_lease_extension(store: AbstractStore) -> None:
+    with_notes(store, ("aaaaaaaa", ["late"]), targets=(E1, E2))
+    held = store.claim_notifications(T0, "w1", T0 + timedelta(seconds=30), "email", group=True)
+    assert store.extend_lease(held, "w1", T0 + timedelta(seconds=90))
+    assert claim(store, T0 + timedelta(seconds=60), "w2") is None
+    assert store.next_notification_time() == T0 + timedelta(seconds=90)
+    assert not store.extend_lease(held, "w2", T0 + timedelta(hours=1))  # not w2's
+    taken = claim(store, T0 + timedelta(seconds=90), "w2")
+    assert taken is not None
+    assert not store.extend_lease(held, "w1", T0 + timedelta(hours=1))  # w1 lost one of them
 
 
 def test_retry_backs_off(store: AbstractStore) -> None:
     with_notes(store, ("aaaaaaaa", ["late", "resumed"]))
-    claimed = store.claim_notification(T0, "w", T0 + timedelta(seconds=30))
+    claimed = claim(store, T0)
     retry_at = T0 + timedelta(seconds=10)
     store.retry_notification(claimed, "w", retry_at)
-    assert store.claim_notification(T0 + timedelta(seconds=9), "w", retry_at) is None
+    assert claim(store, T0 + timedelta(seconds=9)) is None
     assert store.next_notification_time() == retry_at
-    again = store.claim_notification(retry_at, "w", retry_at + timedelta(seconds=30))
-    assert (again.id, again.attempts, again.kind) == (claimed.id, 1, "late")
+    again = claim(store, retry_at)
+    assert (again.id, again.attempts, again.kind, again.last_error) == (claimed.id, 1, "late", None)
+    store.retry_notification(again, "other", retry_at + timedelta(hours=1))  # not its lease: no change
+    assert store.pending_notifications()[0].attempts == 1
 
 
 def test_notifications_survive_canary_deletion(store: AbstractStore) -> None:
     with_notes(store, ("aaaaaaaa", ["late"]))
     store.delete("aaaaaaaa")
-    claimed = store.claim_notification(T0, "w", T0 + timedelta(seconds=30))
+    claimed = claim(store, T0)
     assert claimed is not None and claimed.payload["name"] == "Job"
 
 
 def test_the_oldest_sendable_is_the_first_recorded_not_the_first_due(store: AbstractStore) -> None:
-    """AbstractStore.claim_notification: among sendable heads, the one recorded first,
+    """AbstractStore.claim_notifications: among sendable heads, the one recorded first,
     whatever its retry time. A was recorded before B; after failures A may be retried
     from t+5, B from t+4; at t+6 both may go, and A goes first."""
     with_notes(store, ("aaaaaaaa", ["late"]), ("bbbbbbbb", ["late"]))
-    lease = T0 + timedelta(minutes=1)
-    first = store.claim_notification(T0 + timedelta(seconds=2), "w", lease)
-    second = store.claim_notification(T0 + timedelta(seconds=2), "w", lease)
+    first = claim(store, T0 + timedelta(seconds=2))
+    second = claim(store, T0 + timedelta(seconds=2))
     assert (first.canary_id, second.canary_id) == ("aaaaaaaa", "bbbbbbbb")
     store.retry_notification(first, "w", T0 + timedelta(seconds=5))
     store.retry_notification(second, "w", T0 + timedelta(seconds=4))
-    assert store.claim_notification(T0 + timedelta(seconds=6), "w", lease).canary_id == "aaaaaaaa"
+    assert claim(store, T0 + timedelta(seconds=6)).canary_id == "aaaaaaaa"
 
 
 def test_last_entries_finds_each_canarys_newest_entry_with_a_prefix(store: AbstractStore) -> None:
@@ -360,3 +442,23 @@ def test_last_entries_finds_each_canarys_newest_entry_with_a_prefix(store: Abstr
     assert store.last_entries(["aaaaaaaa", "bbbbbbbb", "zzzzzzzz"], "Triggered") == {"aaaaaaaa": second}
     assert store.last_entries(["bbbbbbbb"], "Canary created") == {"bbbbbbbb": T0}
     assert store.last_entries([], "Triggered") == {}
+
+
+def test_withdraw_and_drop(store: AbstractStore) -> None:
+    with_notes(store, ("aaaaaaaa", ["late", "resumed"]), ("bbbbbbbb", ["late"]), targets=(E1, E2, HOOK))
+    NOW = T0 + timedelta(minutes=1)
+    gone = store.withdraw_notifications("aaaaaaaa", [E2])
+    assert [(n.target, n.kind) for n in gone] == [("b@y", "late"), ("b@y", "resumed")]
+    hook = claim(store, NOW, channel="webhook")
+    store.retry_notification(hook, "w", NOW, error="HTTP 410", permanent=True, now=NOW)
+    assert [n.target for n in store.withdraw_notifications("aaaaaaaa", permanent_only=True)] == [HOOK[1]]
+    left = store.pending_notifications("aaaaaaaa")
+    assert [(n.target, n.kind) for n in left] == [("a@x", "late"), ("a@x", "resumed"), (HOOK[1], "resumed")]
+    dropped = store.drop_notification(str(left[0].id))
+    assert dropped is not None and (dropped.id, dropped.target) == (left[0].id, "a@x")
+    assert store.drop_notification(str(left[0].id)) is None
+    assert store.drop_notification("not-an-id") is None
+    assert store.drop_notification("9" * 30) is None and store.drop_notification("-1") is None
+    assert claim(store, NOW).kind == "resumed"  # a@x's next event is free now
+    assert len(store.pending_notifications("bbbbbbbb")) == 3
+    assert store.withdraw_notifications("zzzzzzzz") == []

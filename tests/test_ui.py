@@ -8,6 +8,7 @@ import socket
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -580,8 +581,8 @@ def test_canary_page_lists_fields_it_does_not_know(
 
     original = coal_mine.api.canary_to_json
 
-    def extended(canary: Canary, schedule: list | None = None) -> dict:
-        return {**original(canary, schedule), "state": "<running>", "channels": ["slack"]}
+    def extended(canary: Canary, schedule: list | None = None, **options: Any) -> dict:
+        return {**original(canary, schedule, **options), "state": "<running>", "channels": ["slack"]}
 
     monkeypatch.setattr(coal_mine.api, "canary_to_json", extended)
     canary = open_server.logic.create("job", 60)
@@ -601,3 +602,22 @@ def test_links_need_a_configured_base_url() -> None:
     assert with_link("text\n", None) == "text\n"
     assert with_link("text\n", link) == f"text\n\n{link}\n"
     assert with_link("text", link) == f"text\n\n{link}\n"
+
+
+def test_webhook_urls_are_masked_for_the_read_only_key_and_delivery_shows_for_the_full_key(
+    auth_server: DashboardServer,
+) -> None:
+    secret = "https://hooks.slack.com/services/T0/B0/SECRETPART"
+    canary = auth_server.logic.create("hooked", 60, emails=["ops@example.com"], slacks=[secret])
+    auth_server.make_late(canary.id)  # the LATE waits in the outbox: one pending entry per target
+    reader = Client(auth_server.port)
+    assert reader.sign_in("read-key-456") == 303
+    _, _, page = reader.get(f"canary/{canary.id}")
+    assert "SECRETPART" not in page and "https://hooks.slack.com/***" in page
+    assert "delivery" not in page
+    owner = Client(auth_server.port)
+    assert owner.sign_in("full-key-123") == 303
+    _, _, page = owner.get(f"canary/{canary.id}")
+    shown = re.search(r"<dt>delivery</dt><dd>(.*?)</dd>", page, flags=re.S)
+    assert "SECRETPART" in page and shown is not None, page[page.find("<dl") :][:1500]
+    assert "pending" in shown.group(1) and "ops@example.com" in shown.group(1)

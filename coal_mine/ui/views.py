@@ -229,10 +229,15 @@ def canary_page(page: Page) -> Response:
 
 
 def _show(page: Page, canary: Canary, status: str = "200 OK", error: str | None = None) -> Response:
+    from coal_mine.alert_api import delivery_status
     from coal_mine.api import canary_to_json
 
     schedule = page.logic.periodicity_schedule(canary)
-    data = canary_to_json(canary, schedule)
+    # Webhook URLs are often secrets: shown whole, with delivery status, to the full key only.
+    full = page.session.can_write
+    data = canary_to_json(canary, schedule, full=full)
+    if full:
+        data.update(delivery_status(page.logic, canary))
     base = page.dashboard.web.base_url or page.request.host_url
     short_url = f"{base}/{canary.id}"
     now = page.logic.clock.now()
