@@ -33,12 +33,9 @@ from coal_mine.models import (
     Canary,
     HistoryEntry,
     NewNotification,
-    Notification,
     Output,
     PrunePolicy,
     StoreUnavailableError,
-    Target,
-    TargetStatus,
 )
 from coal_mine.mongo_docs import (
     HAS_ROOM,
@@ -53,6 +50,7 @@ from coal_mine.mongo_docs import (
 from coal_mine.mongo_legacy import adopt_legacy, migrate_old_layout
 from coal_mine.mongo_ops import BADGE_INDEX, MongoOperations
 from coal_mine.mongo_outbox import MongoOutbox
+from coal_mine.mongo_outbox_api import MongoOutboxMethods
 from coal_mine.mongo_runs import MongoRunData
 from coal_mine.mongo_retry import DEFAULT_RETRY_DELAYS, Retrier, result_count
 from coal_mine.mongo_settings import MongoSettingsError, connect
@@ -66,7 +64,7 @@ _UPDATE_ATTEMPTS = 3
 _INDEX_ID = "id_1"
 
 
-class MongoStore(MongoOperations, AbstractStore):
+class MongoStore(MongoOperations, MongoOutboxMethods, AbstractStore):
     """Canaries in a MongoDB database (pymongo), shared safely by many processes.
 
     `database` is a pymongo (or compatible) Database. Calls that fail because no
@@ -448,52 +446,3 @@ class MongoStore(MongoOperations, AbstractStore):
             ),
         )
         return utc_time(doc["remind_at"]) if doc else None
-
-    # --- notification outbox (see mongo_outbox) -------------------------------------------
-
-    def claim_notifications(
-        self, now: datetime, owner: str, lease_until: datetime, channel: str, *, group: bool = False
-    ) -> list[Notification]:
-        return self._outbox.claim(now, owner, lease_until, channel, group)
-
-    def extend_lease(self, notifications: Iterable[Notification], owner: str, lease_until: datetime) -> bool:
-        return self._outbox.extend(notifications, owner, lease_until)
-
-    def complete_notifications(
-        self, notifications: Iterable[Notification], owner: str, now: datetime
-    ) -> None:
-        self._outbox.complete(notifications, owner, now)
-
-    def retry_notification(
-        self,
-        notification: Notification,
-        owner: str,
-        not_before: datetime,
-        *,
-        error: str = "",
-        permanent: bool = False,
-        now: datetime | None = None,
-    ) -> None:
-        self._outbox.retry(notification, owner, not_before, error, permanent, now)
-
-    def next_notification_time(self, channel: str | None = None) -> datetime | None:
-        return self._outbox.next_time(channel)
-
-    def count_notifications(self) -> int:
-        return self._outbox.count()
-
-    def pending_notifications(self, canary_id: str | None = None) -> list[Notification]:
-        """Pending entries (outbox and canaries) and Coal Mine's notify flags (id "notify:<id>/<n>")."""
-        return self._outbox.pending(canary_id)
-
-    def withdraw_notifications(
-        self, canary_id: str, targets: Iterable[Target] | None = None, *, permanent_only: bool = False
-    ) -> list[Notification]:
-        adopt_legacy(self.canaries, self._retry, canary_id)
-        return self._outbox.withdraw(canary_id, targets, permanent_only)
-
-    def drop_notification(self, notification_id: str) -> Notification | None:
-        return self._outbox.drop(notification_id)
-
-    def target_statuses(self, canary_id: str) -> list[TargetStatus]:
-        return self._outbox.target_statuses(canary_id)
