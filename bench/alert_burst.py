@@ -37,29 +37,16 @@ from coal_mine.sqlite_store import SQLiteStore  # noqa: E402
 from tests.http_sink import HTTPSink  # noqa: E402
 from tests.smtp_sink import SMTPSink  # noqa: E402
 
+sys.path.insert(0, str(REPO / "bench"))
+import notify_latency  # noqa: E402
+from notify_latency import stop  # noqa: E402
+
 LEAD = 4.0  # seconds between setting up and the burst (server start-up fits in it)
 
 
 def start_background(workdir: Path, db: Path, smtp_port: int) -> subprocess.Popen:
-    ini = workdir / "coal-mine.ini"
-    ini.write_text(
-        f"[sqlite]\npath = {db}\n[email]\nsender = bench@example.net\nhost = 127.0.0.1\n"
-        f"port = {smtp_port}\n[webhook]\nallow_private = true\n[logging]\nfile = {workdir / 'server.log'}\n"
-    )
-    return subprocess.Popen(
-        [sys.executable, "-m", "coal_mine.server", "--config", str(ini), "--background"],
-        cwd=workdir,
-        env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"},
-    )
-
-
-def stop(process: subprocess.Popen) -> None:
-    process.terminate()
-    try:
-        process.wait(10)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
+    """notify_latency's background process, allowed to post to the local webhook receiver."""
+    return notify_latency.start_background(workdir, db, smtp_port, "[webhook]\nallow_private = true\n")
 
 
 def wait_all(smtp: SMTPSink, http: HTTPSink, ids: set[str], timeout: float) -> tuple[float, float]:

@@ -39,11 +39,12 @@ from tests.smtp_sink import SMTPSink  # noqa: E402
 LEAD = 4.0  # seconds between setting up and the first short deadline (server start-up fits in it)
 
 
-def start_background(workdir: Path, db: Path, smtp_port: int) -> subprocess.Popen:
+def start_background(workdir: Path, db: Path, smtp_port: int, extra_ini: str = "") -> subprocess.Popen:
+    """A real `coal-mine --background` process on `db`, mailing to 127.0.0.1:smtp_port."""
     ini = workdir / "coal-mine.ini"
     ini.write_text(
         f"[sqlite]\npath = {db}\n[email]\nsender = bench@example.net\nhost = 127.0.0.1\n"
-        f"port = {smtp_port}\n[logging]\nfile = {workdir / 'server.log'}\n"
+        f"port = {smtp_port}\n{extra_ini}[logging]\nfile = {workdir / 'server.log'}\n"
     )
     return subprocess.Popen(
         [sys.executable, "-m", "coal_mine.server", "--config", str(ini), "--background"],
