@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
+from coal_mine.clock import to_millis
 from coal_mine.models import (
     Canary,
     CanaryStatus,
@@ -86,6 +87,44 @@ class AbstractStore(ABC):
         Returns False (and writes nothing) when the canary is gone or an expectation
         failed. Raises AlreadyExistsError when a new slug clashes.
         """
+
+    def postpone(
+        self,
+        canary_id: str,
+        when: datetime,
+        *,
+        expect: Mapping[str, Any],
+        history: HistoryEntry,
+        prune: PrunePolicy | None = None,
+    ) -> Canary | bool:
+        """The usual trigger in one step: if the canary's periodicity is a number of
+        seconds, it matches `expect` and `when` plus that periodicity (to the millisecond,
+        as BusinessLogic.deadline_after) is not before its deadline, make that its
+        deadline and append `history` (then prune), and return True.
+
+        Otherwise change nothing and return the canary as it was read (False if there is
+        none), so that the caller can take the general path without reading it again; it
+        may be stale, as any read is by the time of a conditional update. This default
+        reads, then updates conditionally; a server store may do it all in one statement.
+        """
+        canary = self.get(canary_id, history=False)
+        if canary is None:
+            return False
+        if isinstance(canary.periodicity, str) or canary.deadline is None:
+            return canary
+        if any(getattr(canary, name) != value for name, value in expect.items()):
+            return canary
+        deadline = to_millis(when + timedelta(seconds=canary.periodicity))
+        if deadline < canary.deadline:
+            return canary
+        done = self.update(
+            canary_id,
+            {"deadline": deadline},
+            expect={**expect, "deadline": canary.deadline, "periodicity": canary.periodicity},
+            history=history,
+            prune=prune,
+        )
+        return True if done else canary
 
     @abstractmethod
     def delete(self, canary_id: str) -> bool:

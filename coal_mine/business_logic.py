@@ -27,7 +27,7 @@ from coal_mine.models import (
     Target,
 )
 from coal_mine.input_rules import number_problem, unique_addresses
-from coal_mine.runs import RunLogic
+from coal_mine.runs import IDLE, RunLogic
 from coal_mine.schedule import ScheduleError, parse_schedule
 from coal_mine.search import search_canaries
 
@@ -38,6 +38,8 @@ HISTORY_MIN_ENTRIES = 100
 HISTORY_MAX_AGE = timedelta(days=7)
 _ID_ALPHABET = string.ascii_lowercase
 _CONFLICT_RETRIES = 50
+# A canary that a trigger only moves on: watched, on time, no reminder due, no run rules.
+_ON_TIME = {"late": False, "paused": False, "remind_at": None, **IDLE}
 
 # One addr-spec in dot-atom form (RFC 5322, with RFC 6531's UTF-8): no display
 # name, no list, no comment, no quoted local part, no whitespace.
@@ -333,9 +335,22 @@ class BusinessLogic:
         _check_length("Comment", comment, limits.MAX_COMMENT_LENGTH)
         if run:  # a run id or output (see runs.py)
             return self.runs.report(canary_id, "success", comment, **run)[:2]
+        # The usual trigger, of a canary _ON_TIME with a periodicity in seconds, moves
+        # its deadline later: one store step (one statement where the store can). It
+        # changes nothing the watcher plans by and records nothing to send, so no wake.
+        now = self.clock.now()
+        entry = (now, history_comment("Triggered", comment))
+        read = self.store.postpone(
+            canary_id, now, expect=_ON_TIME, history=entry, prune=self._prune_policy(now)
+        )
+        if read is True:
+            return False, False
+        if not isinstance(read, Canary):
+            raise CanaryNotFoundError()
+        first = [read]
 
         def attempt() -> tuple[bool, bool] | None:
-            canary = self._require(canary_id)
+            canary = first.pop() if first else self._require(canary_id)
             if self.runs.in_use(canary):
                 return self.runs.trigger_attempt(canary, comment)
             now = self.clock.now()

@@ -55,10 +55,14 @@ CONNECT_TIMEOUT = 5  # seconds to open a connection
 POOL_TIMEOUT = 4.0  # seconds a request waits for a free connection
 STATEMENT_TIMEOUT_MS = 5000  # so a request answers (503) before the HTTP request timeout
 _PAGE = 500  # canaries per query while streaming a list
-# A CTE that makes its statement's (implicit) transaction commit without waiting for the
-# WAL flush; the statement must read from `s` so that it runs.
 
-
+# `when` plus the periodicity, to the millisecond, as BusinessLogic.deadline_after:
+# whole seconds, then the fraction rounded half-even to microseconds (Python's
+# timedelta), then truncated to milliseconds (to_millis).
+_NEXT_DEADLINE = (
+    "date_trunc('milliseconds', %(when)s::timestamptz + trunc(periodicity_seconds) * interval '1 second' "
+    "+ round((periodicity_seconds - trunc(periodicity_seconds)) * 1000000) * interval '1 microsecond')"
+)
 _RUN_VALUES = ", ".join(f"%(set_{name})s" for name in RUN_FIELDS)
 
 
@@ -260,19 +264,7 @@ class PostgresStore(PostgresOperations, PostgresOutbox, AbstractStore):
             params["output"] = output.text if output else None
             params["output_size"] = output.size if output else None
             params["output_cut"] = output.truncated if output else None
-        where = ["id = %(id)s"]
-        for name, value in expect.items():
-            if name not in ALL_FIELDS:
-                raise ValueError(f"unknown canary field {name}")
-            if self._value(name, value) is None:
-                where.append(f"{name} IS NULL")
-            elif name == "periodicity":
-                where.append("periodicity_seconds IS NOT DISTINCT FROM %(x_seconds)s")
-                where.append("periodicity_schedule IS NOT DISTINCT FROM %(x_schedule)s")
-                params["x_seconds"], params["x_schedule"] = periodicity(value)
-            else:
-                where.append(f"{name} = %(x_{name})s")
-                params[f"x_{name}"] = self._value(name, value)
+        where = self._conditions(expect, params)
         notes = deliveries_params(notifications)
         parts = [
             f"WITH u AS (UPDATE canaries SET {', '.join(sets) or 'id = id'} "
@@ -302,6 +294,59 @@ class PostgresStore(PostgresOperations, PostgresOutbox, AbstractStore):
         if row is None:
             return False
         seq, count, oldest = row[:3]
+        if prune is not None and prune_needed(count, utc(oldest), prune):
+            self._run("update", lambda conn: prune_history(conn, seq, prune))
+        return True
+
+    def _conditions(self, expect: Mapping[str, Any], params: dict[str, Any]) -> list[str]:
+        """The WHERE clause's terms for canary `%(id)s` matching `expect` (params filled in)."""
+        where = ["id = %(id)s"]
+        for name, value in expect.items():
+            if name not in ALL_FIELDS:
+                raise ValueError(f"unknown canary field {name}")
+            if self._value(name, value) is None:
+                where.append(f"{name} IS NULL")
+            elif name == "periodicity":
+                where.append("periodicity_seconds IS NOT DISTINCT FROM %(x_seconds)s")
+                where.append("periodicity_schedule IS NOT DISTINCT FROM %(x_schedule)s")
+                params["x_seconds"], params["x_schedule"] = periodicity(value)
+            else:
+                where.append(f"{name} = %(x_{name})s")
+                params[f"x_{name}"] = self._value(name, value)
+        return where
+
+    def postpone(
+        self,
+        canary_id: str,
+        when: datetime,
+        *,
+        expect: Mapping[str, Any],
+        history: HistoryEntry,
+        prune: PrunePolicy | None = None,
+    ) -> Canary | bool:
+        """One statement, one round trip: the conditional update with its history entry,
+        or else the canary as it is (see AbstractStore.postpone)."""
+        params: dict[str, Any] = {"id": canary_id, "when": when, "ts": ms(history[0]), "comment": history[1]}
+        where = self._conditions(expect, params)
+        row = self._run(
+            "update",
+            lambda conn: conn.execute(
+                f"WITH u AS (UPDATE canaries SET deadline = {_NEXT_DEADLINE}, "
+                "history_count = history_count + 1, "
+                "history_oldest = LEAST(COALESCE(history_oldest, %(ts)s), %(ts)s) "
+                f"WHERE {' AND '.join(where)} AND periodicity_seconds IS NOT NULL "
+                f"AND deadline <= {_NEXT_DEADLINE} RETURNING seq, history_count, history_oldest), "
+                "h AS (INSERT INTO history (canary_seq, ts, comment) SELECT seq, %(ts)s, %(comment)s FROM u) "
+                f"SELECT u.seq, u.history_count, u.history_oldest, {CANARY_COLUMNS} "
+                "FROM (SELECT) one LEFT JOIN u ON true "
+                "LEFT JOIN canaries c ON u.seq IS NULL AND c.id = %(id)s",
+                params,
+            ).fetchone(),
+        )
+        assert row is not None  # (SELECT) one: always one row
+        seq, count, oldest = row[:3]
+        if seq is None:
+            return False if row[4] is None else row_to_canary(row[3:], False)
         if prune is not None and prune_needed(count, utc(oldest), prune):
             self._run("update", lambda conn: prune_history(conn, seq, prune))
         return True

@@ -28,6 +28,8 @@ MAX_OPEN_RUNS = 10
 MAX_EXIT_STATUS = 255
 STALE_RUN_AGE = timedelta(days=7)  # an open run this old is forgotten at the next event
 OUTPUT_EXCERPT = 1000  # characters of output in a FAILED notification
+# The run fields of a canary that run reporting does not use (see RunLogic.in_use).
+IDLE: dict[str, Any] = {"runs": [], "failed": False, "snooze_until": None}
 _NUMBER = re.compile(r"\d+(\.\d*)?\Z")
 _UNPRINTABLE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029]")
 _SPLIT_OFFSET = re.compile(r" (\d\d:?\d\d)\Z")  # a "+hh:mm" offset whose "+" a query string made a space

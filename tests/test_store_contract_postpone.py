@@ -1,0 +1,58 @@
+"""The store contract, continued: `postpone`, the usual trigger in one step (every store)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+
+from coal_mine.abstract_store import AbstractStore
+from coal_mine.business_logic import BusinessLogic
+from coal_mine.models import Canary, PrunePolicy
+from tests.test_store_contract import T0, make
+
+ON_TIME = {"late": False, "paused": False, "remind_at": None, "runs": [], "failed": False}
+WHEN = T0 + timedelta(seconds=30, microseconds=456789)
+
+
+@pytest.mark.parametrize("periodicity", [60.0, 0.3, 1.0000015, 86400.0 * 3650 + 0.0005, 12345.6785])
+def test_postpone_moves_the_deadline_and_appends_history(store: AbstractStore, periodicity: float) -> None:
+    store.create(make(periodicity=periodicity, deadline=T0))
+    assert store.postpone("aaaaaaaa", WHEN, expect=ON_TIME, history=(WHEN, "Triggered")) is True
+    canary = store.get("aaaaaaaa")
+    assert canary.deadline == BusinessLogic.deadline_after(periodicity, WHEN)
+    assert canary.history[0][1] == "Triggered" and len(canary.history) == 2
+    assert not canary.late and not canary.paused and canary.periodicity == periodicity
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"late": True},
+        {"paused": True, "deadline": None},
+        {"periodicity": "* * * * * 60"},
+        {"remind_at": T0},
+        {"failed": True},
+        {"deadline": T0 + timedelta(days=1)},  # the new deadline would come earlier
+    ],
+)
+def test_postpone_changes_nothing_else_and_returns_the_canary(store: AbstractStore, fields: dict) -> None:
+    store.create(make(**fields))
+    before = store.get("aaaaaaaa", history=False)
+    got = store.postpone("aaaaaaaa", WHEN, expect=ON_TIME, history=(WHEN, "Triggered"))
+    assert isinstance(got, Canary) and got == before
+    assert store.get("aaaaaaaa") == make(**fields)
+
+
+def test_postpone_of_a_missing_canary(store: AbstractStore) -> None:
+    assert store.postpone("zzzzzzzz", WHEN, expect=ON_TIME, history=(WHEN, "Triggered")) is False
+    assert list(store.iter_canaries()) == []
+
+
+def test_postpone_prunes(store: AbstractStore) -> None:
+    history = [(T0 - timedelta(minutes=i), "Triggered") for i in range(5)]
+    store.create(make(history=history, deadline=T0))
+    policy = PrunePolicy(max_entries=3, min_entries=1, older_than=T0 - timedelta(days=1))
+    entry = (T0 + timedelta(seconds=31), "Last")
+    assert store.postpone("aaaaaaaa", WHEN, expect=ON_TIME, history=entry, prune=policy) is True
+    assert store.get("aaaaaaaa").history == [entry, *history[:2]]
