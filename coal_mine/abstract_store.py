@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from coal_mine.clock import to_millis
 from coal_mine.models import (
     Canary,
+    CanaryMetricsRow,
     CanaryStatus,
     CanaryTotals,
     HistoryEntry,
@@ -45,6 +46,7 @@ TRIGGER_COMMENT = "Triggered"
 # Run reporting's fields (coal_mine/runs.py); their defaults mean "not in use".
 RUN_FIELDS = ("max_runtime", "failed", "runs", "last_duration", "snooze_until", "alarm")
 ALL_FIELDS = CANARY_FIELDS + RUN_FIELDS
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 class AbstractStore(ABC):
@@ -299,6 +301,14 @@ class AbstractStore(ABC):
         for c in self.iter_canaries(history=True):
             last = next((ts for ts, text in c.history or [] if text.startswith(TRIGGER_COMMENT)), None)
             yield CanaryStatus(c.id, c.name, c.slug, c.paused, c.late, c.deadline, last)
+
+    def iter_canary_metrics(self) -> Iterator[CanaryMetricsRow]:
+        """iter_canary_status as the numbers /metrics writes (see CanaryMetricsRow), streamed.
+        Stores override it to do the conversion in their query."""
+        for s in self.iter_canary_status():
+            deadline = None if s.paused or s.deadline is None else (s.deadline - _EPOCH).total_seconds()
+            last = None if s.last_trigger is None else (s.last_trigger - _EPOCH).total_seconds()
+            yield (s.id, s.name, s.slug, float(s.late), float(s.paused), deadline, last)
 
     def ensure_indexes(self) -> None:  # noqa: B027 - optional hook
         """Create indexes; called by processes that do background work."""

@@ -158,6 +158,13 @@ class CanaryStatus(NamedTuple):
     last_trigger: datetime | None  # the newest "Triggered" history entry
 
 
+# What /metrics writes of one canary, as a plain tuple of the values it writes (no object
+# per canary, no datetimes to convert back): id, name, slug, late and paused as 0.0 or 1.0,
+# the deadline (None while paused or unset) and the last trigger (None if never) as seconds
+# since the epoch.
+CanaryMetricsRow = tuple[str, str, str, float, float, float | None, float | None]
+
+
 @dataclass(frozen=True)
 class CanaryTotals:
     """How many canaries there are, and how many of them are late or paused."""

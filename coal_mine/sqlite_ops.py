@@ -14,7 +14,14 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from coal_mine.abstract_store import TRIGGER_COMMENT
-from coal_mine.models import Canary, CanaryStatus, CanaryTotals, OutboxSummary, WorkerHeartbeat
+from coal_mine.models import (
+    Canary,
+    CanaryMetricsRow,
+    CanaryStatus,
+    CanaryTotals,
+    OutboxSummary,
+    WorkerHeartbeat,
+)
 from coal_mine.sql_shared import HEARTBEAT_COLUMNS, from_micros, heartbeat_from_row, to_micros
 from coal_mine.sqlite_schema import CANARY_COLUMNS, due_row_to_canary
 
@@ -115,3 +122,15 @@ class SQLiteOperations:
             for row in conn.execute(sql, (TRIGGER_COMMENT,)):
                 cid, name, slug, paused, late, deadline, last = row
                 yield CanaryStatus(cid, name, slug, bool(paused), bool(late), _dt(deadline), _dt(last))
+
+    def iter_canary_metrics(self) -> Iterator[CanaryMetricsRow]:
+        # SQLite converts: its rows are the tuples /metrics wants (micros / 1e6 is the same
+        # correctly rounded double as timedelta.total_seconds()).
+        sql = (
+            "SELECT id, name, slug, CAST(late AS REAL), CAST(paused AS REAL), "
+            "CASE WHEN paused THEN NULL ELSE deadline / 1e6 END, (SELECT h.ts FROM history h "
+            f"WHERE h.canary_seq = c.seq AND substr(h.comment, 1, {len(TRIGGER_COMMENT)}) = ? "
+            "ORDER BY h.ts DESC LIMIT 1) / 1e6 FROM canaries c ORDER BY seq"
+        )
+        with self._private() as conn:
+            yield from conn.execute(sql, (TRIGGER_COMMENT,))

@@ -3,6 +3,8 @@ back with prometheus_client's own text parser and checked against the store."""
 
 from __future__ import annotations
 
+import gc
+import threading
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -158,7 +160,7 @@ def test_label_values_are_escaped(served: InProcessServer, store: AbstractStore)
 )
 def test_a_failing_store_fails_the_scrape_not_the_server(error: Exception, status: int) -> None:
     class Broken(MemoryStore):
-        def iter_canary_status(self):  # type: ignore[no-untyped-def]
+        def iter_canary_metrics(self):  # type: ignore[no-untyped-def]
             raise error
 
     with InProcessServer(Api(BusinessLogic(Broken(), FakeClock()))) as server:
@@ -166,3 +168,31 @@ def test_a_failing_store_fails_the_scrape_not_the_server(error: Exception, statu
         code, body = server.call(PATH)
         assert code == status and body["status"] == "error"
         assert server.call("/coal-mine/v1/health", check="live")[0] == 200
+
+
+def test_cyclic_gc_paused_during_a_scrape_and_restored_after() -> None:
+    seen: list[bool] = []
+    both_inside = threading.Barrier(2, timeout=10)
+
+    class Watching(MemoryStore):
+        def iter_canary_metrics(self):  # type: ignore[no-untyped-def]
+            seen.append(gc.isenabled())
+            both_inside.wait()  # two scrapes overlap: the first to end must not re-enable it
+            yield from super().iter_canary_metrics()
+            seen.append(gc.isenabled())
+
+    class Failing(MemoryStore):
+        def iter_canary_metrics(self):  # type: ignore[no-untyped-def]
+            raise RuntimeError("bug")
+
+    assert gc.isenabled()
+    with InProcessServer(Api(BusinessLogic(Watching(), FakeClock()))) as server:
+        threads = [threading.Thread(target=scrape, args=(server, "")) for _ in range(2)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    assert seen == [False] * 4 and gc.isenabled()
+    with InProcessServer(Api(BusinessLogic(Failing(), FakeClock()))) as server:
+        assert status_code(server) == 500
+    assert gc.isenabled()

@@ -4,7 +4,7 @@ behind /health and /metrics. Runs on every store in tests/stores.py (the `store`
 from __future__ import annotations
 
 import threading
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -126,3 +126,34 @@ def test_canary_status_gives_last_trigger(store: AbstractStore) -> None:
     assert status[1] == CanaryStatus(
         "bbbbbbbb", "Other", "other", False, False, T0 + timedelta(seconds=60), None
     )
+
+
+def test_canary_metrics_rows_are_the_numbers_metrics_writes(store: AbstractStore) -> None:
+    epoch = datetime(1970, 1, 1, tzinfo=UTC)
+    trigger = T0 + timedelta(seconds=30, microseconds=123000)  # MongoDB keeps milliseconds
+    store.create(make(history=[(T0, "Canary created")]))
+    store.update("aaaaaaaa", {}, history=(T0 + timedelta(seconds=5), "Triggered"))
+    store.update("aaaaaaaa", {"deadline": trigger + timedelta(60)}, history=(trigger, "Triggered (nightly)"))
+    store.update("aaaaaaaa", {"late": True}, history=(trigger + timedelta(1), "Late"))
+    store.create(make("bbbbbbbb", "Other", history=[(T0, "Canary created")]))
+    # Paused with a deadline still stored: /metrics shows no deadline while paused.
+    store.create(make("cccccccc", "Held", paused=True, history=[(T0, "Canary created")]))
+    rows = list(store.iter_canary_metrics())
+    assert rows == [
+        (
+            "aaaaaaaa",
+            "Job",
+            "job",
+            1.0,
+            0.0,
+            (trigger + timedelta(60) - epoch).total_seconds(),
+            (trigger - epoch).total_seconds(),
+        ),
+        ("bbbbbbbb", "Other", "other", 0.0, 0.0, (T0 + timedelta(seconds=60) - epoch).total_seconds(), None),
+        ("cccccccc", "Held", "held", 0.0, 1.0, None, None),
+    ]
+    assert all(type(value) is float for row in rows for value in row[3:] if value is not None)
+    assert [tuple(row) for row in rows] == [
+        (s.id, s.name, s.slug, float(s.late), float(s.paused), *row[5:])
+        for s, row in zip(store.iter_canary_status(), rows, strict=True)
+    ]
