@@ -46,13 +46,28 @@ def event(
     return new_notification(kind, canary, now, deadline, history, to)
 
 
-def log_change(kind: str, canary: Canary, has_targets: bool) -> None:
-    """Log a stored state change, and that nothing is sent when the canary has no targets."""
+def recorded_event(store: AbstractStore, canary_id: str, kind: str) -> Any:
+    """The id of the event a state change of `kind` just recorded for the canary: its newest
+    pending one of that kind (None if already delivered, or unreadable)."""
+    try:
+        pending = [note for note in store.pending_notifications(canary_id) if note.kind == kind]
+    except Exception:  # noqa: BLE001 - a log line must never fail the change it reports
+        log.warning("Canary %s: cannot read the id of its %s event for the log", canary_id, kind)
+        return None
+    if not pending:
+        return None
+    return pending[-1].event if pending[-1].event is not None else pending[-1].id
+
+
+def log_change(kind: str, canary: Canary, has_targets: bool, store: AbstractStore | None = None) -> None:
+    """Log a stored state change (with the id of the event it recorded, when `store` is
+    given), and that nothing is sent when the canary has no targets."""
     state = {"late": "late", "resumed": "reporting again", "reminder": "still late", "failed": "failing"}.get(
         kind, kind
     )
     message = f"Canary {canary.id} ({canary.name}) is {state}"
-    log_event(rules_log, logging.INFO, kind, message, canary_id=canary.id)
+    event_id = recorded_event(store, canary.id, kind) if has_targets and store is not None else None
+    log_event(rules_log, logging.INFO, kind, message, canary_id=canary.id, event_id=event_id)
     if not has_targets:
         rules_log.info(
             "Canary %s has no email addresses or other targets: no %s message to send", canary.id, kind

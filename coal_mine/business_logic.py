@@ -163,7 +163,7 @@ class BusinessLogic:
 
     def _log_change(self, kind: str, canary: Canary) -> None:
         """Said once the change is stored (not on each attempt to store it)."""
-        alert_rules.log_change(kind, canary, bool(self.targets(canary)))
+        alert_rules.log_change(kind, canary, bool(self.targets(canary)), self.store)
 
     def _require(self, canary_id: str, *, history: bool = False) -> Canary:
         canary = self.store.get(canary_id, history=history)

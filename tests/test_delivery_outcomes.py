@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 
 import pytest
 
+from coal_mine.abstract_store import AbstractStore
 from coal_mine.clock import FakeClock
 from coal_mine.health import Heartbeat
 from coal_mine.logs import JsonFormatter
@@ -71,16 +72,57 @@ def test_outcomes_are_counted_logged_and_reach_the_heartbeat(caplog: pytest.LogC
     assert line["error"] == "HTTP 410 Gone" and line["level"] == "WARNING"
 
 
-def test_state_change_lines_are_structured(caplog: pytest.LogCaptureFixture) -> None:
+def test_state_change_lines_carry_canary_and_event_ids(
+    store: AbstractStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    """late, resumed and failed: one line each, text and JSON, naming the event whose delivery
+    lines will carry the same event_id."""
     from coal_mine.business_logic import BusinessLogic
     from coal_mine.watcher import Watcher
 
     caplog.set_level(logging.INFO)
     clock = FakeClock()
-    logic = BusinessLogic(MemoryStore(), clock)
+    logic = BusinessLogic(store, clock)
     canary = logic.create("Nightly", 60.0, emails=["ops@example.com"])
+    quiet = logic.create("Quiet", 60.0)  # no targets: nothing recorded, so no event id
     clock.advance(61)
     Watcher(logic).step()
     logic.trigger(canary.id)
-    events = [json.loads(JsonFormatter().format(r)) for r in caplog.records if "event=" in r.getMessage()]
-    assert [(e["event"], e["canary_id"]) for e in events] == [("late", canary.id), ("resumed", canary.id)]
+    logic.runs.report(canary.id, "fail", "disk full", exit_status=3)
+    records = [
+        r for r in caplog.records if r.name == "coal_mine.business_logic" and "event=" in r.getMessage()
+    ]
+    lines = [json.loads(JsonFormatter().format(r)) for r in records]
+    pending = store.pending_notifications(canary.id)  # nothing sends them in this test
+    assert [note.kind for note in pending] == ["late", "resumed", "failed"]
+    mine = [line for line in lines if line["canary_id"] == canary.id]
+    assert [(line["event"], str(line["event_id"])) for line in mine] == [
+        (note.kind, str(note.event)) for note in pending
+    ]
+    assert len({line["event_id"] for line in mine}) == 3
+    assert mine[2]["message"] == f"Canary {canary.id} (Nightly) is failing" and mine[2]["level"] == "INFO"
+    failed = next(r for r in records if r.getMessage().startswith(f"Canary {canary.id} (Nightly) is failing"))
+    assert failed.getMessage().endswith(f"event=failed canary_id={canary.id} event_id={pending[2].event}")
+    quiet_lines = [line for line in lines if line["canary_id"] == quiet.id]
+    assert [line["event"] for line in quiet_lines] == ["late"] and "event_id" not in quiet_lines[0]
+
+
+def test_state_change_line_without_event_id_when_the_outbox_is_unreadable(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from coal_mine.business_logic import BusinessLogic
+    from coal_mine.models import StoreUnavailableError
+
+    class Unreadable(MemoryStore):
+        def pending_notifications(self, canary_id: str | None = None) -> list[Notification]:
+            raise StoreUnavailableError("database is locked")
+
+    caplog.set_level(logging.INFO)
+    clock = FakeClock()
+    logic = BusinessLogic(Unreadable(), clock)
+    canary = logic.create("Nightly", 60.0, emails=["ops@example.com"])
+    logic.runs.report(canary.id, "fail")  # stored all the same
+    assert logic.store.get(canary.id).failed
+    failed = next(r for r in caplog.records if "event=failed" in r.getMessage())
+    assert failed.getMessage().endswith(f"event=failed canary_id={canary.id}")
+    assert f"Canary {canary.id}: cannot read the id of its failed event for the log" in caplog.text

@@ -230,3 +230,67 @@ def test_deliveries_counted_logged_and_in_the_heartbeat(tmp_path: Path) -> None:
             log = server.log()
     line = next(line for line in log.splitlines() if "event=delivered" in line)
     assert f"event=delivered canary_id={cid} event_id=" in line and "kind=late channel=email" in line
+
+
+def delivery_counters(server: ServerProcess) -> dict[str, dict[tuple[str, str], float]]:
+    """coal_mine_notifications_{sent,failed}_total by (kind, channel), read by prometheus_client."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with urllib.request.urlopen(server.url("/coal-mine/v1/metrics"), timeout=10) as response:
+        text = response.read().decode()
+    counters: dict[str, dict[tuple[str, str], float]] = {"sent": {}, "failed": {}}
+    for family in text_string_to_metric_families(text):
+        outcome = family.name.removeprefix("coal_mine_notifications_")
+        if outcome in counters:
+            for sample in family.samples:
+                counters[outcome][(sample.labels["kind"], sample.labels["channel"])] = sample.value
+    return counters
+
+
+def test_webhook_and_slack_deliveries_counted(tmp_path: Path) -> None:
+    from tests.http_sink import HTTPSink
+
+    with HTTPSink() as sink:
+        sink.status_by_path["/gone"] = 410  # refused for good: counted as failed on every try
+        ini = (
+            "[watcher]\nrescan_interval = 0.2\nretry_max_delay = 0.4\n"
+            "[webhook]\nallow_private = true\ntimeout = 2\n[health]\nworker_timeout = 3\n"
+        )
+        with ServerProcess(tmp_path, ini_extra=ini) as server:
+            status, body = server.call(
+                "create",
+                name="Hooked",
+                periodicity=0.3,
+                webhook=[sink.url("/hook"), sink.url("/gone")],
+                slack=sink.url("/chat"),
+            )
+            assert status == 200, body
+            cid = body["canary"]["id"]
+            sink.wait_for(2)  # late, to /hook and /chat
+            assert server.call("update", id=cid, periodicity=3600)[0] == 200  # late stays late
+            assert server.call("trigger", id=cid)[0] == 200  # resumed, next deadline in an hour
+            sink.wait_for(4)
+            expected = {
+                (kind, channel): 1.0 for kind in ("late", "resumed") for channel in ("webhook", "slack")
+            }
+            wait_for(lambda: delivery_counters(server)["sent"] == expected, 10, "the sent counters")
+            # The resumed event waits behind the refused late one (one target's events stay in order).
+            wait_for(
+                lambda: ("late", "webhook") in delivery_counters(server)["failed"], 10, "the failed counter"
+            )
+            counters = delivery_counters(server)
+            assert list(counters["failed"]) == [("late", "webhook")]
+            failures = sum(counters["failed"].values())
+            wait_for(lambda: sum(delivery_counters(server)["failed"].values()) > failures, 10, "a retry")
+            assert sorted(
+                (post.path, post.json()["event"]) for post in sink.posts if post.path == "/hook"
+            ) == [
+                ("/hook", "late"),
+                ("/hook", "resumed"),
+            ]
+            assert sum(post.path == "/chat" for post in sink.posts) == 2
+            log = server.log()
+    lines = [line for line in log.splitlines() if f"canary_id={cid}" in line]
+    assert any("event=delivered" in line and "kind=resumed channel=slack" in line for line in lines)
+    failed = next(line for line in lines if "event=delivery_failed" in line)
+    assert "channel=webhook" in failed and "permanent=True" in failed and "event_id=" in failed
