@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import logging
+import os
+import threading
 from collections.abc import Callable, Sequence
-
 from typing import Any
 
 from coal_mine.badges import server_badge_key
@@ -85,3 +86,35 @@ def start_no_worker_warning(config: Config, logic: BusinessLogic) -> Callable[[]
     warning = NoWorkerWarning(logic.store, logic.clock, worker_timeout=config.health.worker_timeout)
     warning.start()
     return lambda: None if warning.stop() else None
+
+
+class PerProcess:
+    """Calls `start` once in each process that serves requests, from its first request there;
+    `stop` stops what it started in this process.
+
+    For a WSGI app made by `make_app()` and served by another server: gunicorn
+    calls the factory in each worker, or once in its master before forking the
+    workers (`--preload`), where threads do not survive the fork and the master
+    itself serves nothing. The lock is per process id, so a fork while it is held
+    cannot leave a child waiting for it.
+    """
+
+    def __init__(self, start: Callable[[], Callable[[], None]]) -> None:
+        self._start = start
+        self._pid: int | None = None
+        self._locks: dict[int, threading.Lock] = {}
+        self._stop: Callable[[], None] | None = None
+
+    def __call__(self) -> None:
+        pid = os.getpid()
+        if self._pid == pid:
+            return
+        with self._locks.setdefault(pid, threading.Lock()):
+            if self._pid != pid:
+                self._stop = self._start()
+                self._pid = pid
+
+    def stop(self) -> None:
+        if self._stop is not None and self._pid == os.getpid():
+            self._stop()
+            self._stop, self._pid = None, None

@@ -62,6 +62,8 @@ class OpsRoutes:
         self.registry = metrics.make_registry(api.logic.store, api.logic.clock, worker_timeout)
         self._server_badge_key: str | None = None
         self._problem: tuple[datetime, str | None] | None = None  # when checked, what was wrong
+        # Called before each request when set: starts per-process work (see operations.PerProcess).
+        self.per_process: Callable[[], None] | None = None
 
     # --- plumbing ---------------------------------------------------------------------
 
@@ -69,6 +71,8 @@ class OpsRoutes:
         self, environ: dict[str, Any], start_response: StartResponse, inner: WSGIApp
     ) -> Iterable[bytes]:
         """Answer an operations path, or pass the request on; count every response."""
+        if self.per_process is not None:
+            self.per_process()
 
         def counting(status: str, headers: list, exc_info: Any = None) -> Any:
             metrics.COUNTERS.response(status)

@@ -28,7 +28,7 @@ from coal_mine.config import (
 from coal_mine.http_server import PooledWSGIServer
 from coal_mine.logs import formatter
 from coal_mine.models import CoalMineError
-from coal_mine.operations import start_no_worker_warning, start_operations
+from coal_mine.operations import PerProcess, start_no_worker_warning, start_operations
 
 log = logging.getLogger("coal_mine")
 
@@ -178,9 +178,13 @@ def _nothing() -> None:
 
 def make_app(config_path: str | None = None) -> Api:
     """WSGI application factory for external servers, e.g.
-    `gunicorn 'coal_mine.server:make_app()'`. Serves HTTP only, like `--web`."""
+    `gunicorn 'coal_mine.server:make_app()'`. Serves HTTP only, like `--web`, and like it
+    warns in the log while no background worker is alive (from each serving process)."""
     config = load_config(config_path)
-    return make_api(config, make_logic(config, open_store(config)))
+    logic = make_logic(config, open_store(config))
+    api = make_api(config, logic)
+    api.ops.per_process = PerProcess(lambda: start_no_worker_warning(config, logic))
+    return api
 
 
 def make_api(config: Config, logic: BusinessLogic) -> Api:
