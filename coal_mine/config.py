@@ -9,7 +9,7 @@ from __future__ import annotations
 import configparser
 import os
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from urllib.parse import urlsplit
 from typing import Any
@@ -66,10 +66,12 @@ class MongoConfig:
 
 @dataclass(frozen=True)
 class PostgresConfig:
-    """`uri` is a libpq URI or conninfo string; `source` names where it came from, for errors."""
+    """`uri` is a libpq URI or conninfo string; `source` names where it came from, for errors.
+    `synchronous_commit` "off": a commit does not wait for PostgreSQL's log flush (README)."""
 
     uri: str
     source: str = "[postgresql] uri"
+    synchronous_commit: str = "on"
 
 
 # The environment variables that name a PostgreSQL database, the first set one winning.
@@ -148,7 +150,7 @@ _KNOWN = {
     "logging": {"file", "rotate", "max_size", "backup_count", "format"},
     "sqlite": {"path", "synchronous"},
     "mongodb": {"hosts", "database", "username", "password"},
-    "postgresql": {"uri"},
+    "postgresql": {"uri", "synchronous_commit"},
     "email": {"sender", "host", "port", "username", "password", "security", "timeout"},
     "wsgi": {
         "port",
@@ -256,6 +258,9 @@ _WSGI_PARSERS: dict[str, Parser] = {
 _SQLITE_PARSERS: dict[str, Parser] = {
     "path": _text,
     "synchronous": lambda where, value: _choice(where, value, ("normal", "full")),
+}
+_POSTGRESQL_PARSERS: dict[str, Parser] = {
+    "synchronous_commit": lambda where, value: _choice(where, value, ("on", "off")),
 }
 _LOGGING_PARSERS: dict[str, Parser] = {
     "file": _text,
@@ -429,7 +434,7 @@ def from_ini(path: str) -> Config:
         uri = getter("postgresql")("uri")
         if not uri:
             raise ConfigError(f"{path}: [postgresql] uri is required")
-        store = _postgresql_uri("[postgresql] uri", uri)
+        store = replace(_postgresql_uri("[postgresql] uri", uri), **given("postgresql", _POSTGRESQL_PARSERS))
     elif parser.has_section("mongodb"):
         settings = dict(parser["mongodb"])
         hosts = settings.pop("hosts", "").strip()

@@ -74,8 +74,13 @@ class PostgresStore(PostgresOperations, PostgresOutbox, AbstractStore):
     server could not be reached (password and URI left out).
     """
 
-    def __init__(self, uri: str, *, max_connections: int = 20) -> None:
+    def __init__(self, uri: str, *, max_connections: int = 20, synchronous_commit: str = "on") -> None:
         self.uri = uri
+        # "off": commits return before their log flush (the README's trade-off); "on" keeps
+        # what the server or the URI says (PostgreSQL's default: wait for the flush).
+        self._session = f"SET TimeZone TO 'UTC'; SET statement_timeout = {STATEMENT_TIMEOUT_MS}" + (
+            "; SET synchronous_commit = off" if synchronous_commit == "off" else ""
+        )
         self.where = safe_uri(uri) if "://" in uri else "the PostgreSQL database"
         try:
             with psycopg.connect(uri, autocommit=True, connect_timeout=CONNECT_TIMEOUT) as conn:
@@ -98,9 +103,8 @@ class PostgresStore(PostgresOperations, PostgresOutbox, AbstractStore):
         self._pool.open(wait=False)
         self._listener: Listener | None = None
 
-    @staticmethod
-    def _configure(conn: psycopg.Connection) -> None:
-        conn.execute(f"SET TimeZone TO 'UTC'; SET statement_timeout = {STATEMENT_TIMEOUT_MS}")
+    def _configure(self, conn: psycopg.Connection) -> None:
+        conn.execute(self._session.encode())
 
     def _reconnect_failed(self, pool: ConnectionPool) -> None:
         log.warning("Still cannot reconnect to PostgreSQL; requests answer 503 until it is back")

@@ -40,7 +40,11 @@ def open_store(config: Config) -> AbstractStore:
 
         try:
             # One connection per request worker, plus the watcher's and the sender's.
-            postgres = PostgresStore(config.store.uri, max_connections=config.wsgi.workers + 4)
+            postgres = PostgresStore(
+                config.store.uri,
+                max_connections=config.wsgi.workers + 4,
+                synchronous_commit=config.store.synchronous_commit,
+            )
         except CoalMineError as exc:
             raise ConfigError(f"{config.store.source}: {exc}") from None
         log.info("Using PostgreSQL database %s", postgres.database)

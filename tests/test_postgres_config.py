@@ -25,10 +25,33 @@ def test_ini_section(tmp_path: Path) -> None:
     assert config.store == PostgresConfig(uri=URI, source="[postgresql] uri")
 
 
+def test_synchronous_commit_setting(tmp_path: Path) -> None:
+    config = load_config(
+        write(tmp_path, f"[postgresql]\nuri = {URI}\nsynchronous_commit = Off\n"), environ={}
+    )
+    assert config.store == PostgresConfig(uri=URI, synchronous_commit="off")
+    assert PostgresConfig(uri=URI).synchronous_commit == "on"  # the default waits for the flush
+
+
+def test_synchronous_commit_reaches_every_pooled_connection() -> None:
+    schema = ThrowAwaySchema()
+    try:
+        for setting in ("on", "off"):
+            store = PostgresStore(schema.uri, max_connections=2, synchronous_commit=setting)
+            try:
+                shown = store._run("test", lambda conn: conn.execute("SHOW synchronous_commit").fetchone())
+                assert shown == (setting,)
+            finally:
+                store.close()
+    finally:
+        schema.drop()
+
+
 @pytest.mark.parametrize(
     "text, message",
     [
         ("[postgresql]\n", "[postgresql] uri is required"),
+        (f"[postgresql]\nuri = {URI}\nsynchronous_commit = local\n", "[postgresql] synchronous_commit"),
         ("[postgresql]\nuri = mysql://db/x\n", "[postgresql] uri: not a PostgreSQL URI"),
         ("[postgresql]\nuri = x\npool = 3\n", "unknown setting [postgresql] pool"),
         (f"[postgresql]\nuri = {URI}\n[sqlite]\npath = x\n", "[postgresql] and [sqlite] cannot be given"),
