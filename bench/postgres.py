@@ -1,28 +1,35 @@
 #!/usr/bin/env python3
 """PostgreSQL against SQLite, same server binary, same run. One command, prints a table:
 
-    .venv/bin/python bench/postgres.py [--seconds 5] [--canaries 1000] [--long 10000] [--short 100]
+    .venv/bin/python bench/postgres.py [--seconds 3] [--rounds 3] [--canaries 1000]
+                                       [--long 10000] [--short 100]
 
 Starts a throw-away PostgreSQL cluster (tests/pg_cluster.py, with fsync on: PostgreSQL's
-default durability) and then, for SQLite and for PostgreSQL in turn:
+default durability) and compares three stores, each named with its durability setting:
+SQLite with `[sqlite] synchronous = normal` (the default), PostgreSQL with
+`[postgresql] synchronous_commit = on` (the default: a commit waits for its WAL flush) and
+with `synchronous_commit = off` (the README's explicit trade-off). It measures
 - trigger throughput and p99 at 1, 8 and 64 clients (wrk, a new connection per request,
-  on --canaries canaries), and creates per second at 8 clients, against a real
-  `coal-mine` process pinned to core 0, wrk pinned to core 1 (PostgreSQL unpinned);
+  on --canaries canaries), and creates per second at 8 clients, against real `coal-mine`
+  processes pinned to core 0, wrk pinned to core 1 (PostgreSQL over TCP, unpinned). The
+  three servers run side by side and take turns at each level, --rounds times; a figure is
+  a server's median round, a ratio the median of the rounds' ratios to SQLite, so that
+  a change in the machine's load hits all three alike;
 - late-alert delay: --long canaries with long periodicities plus --short ones falling
   due 50 ms apart; deadline -> arrival at the SMTP server (aiosmtpd in this process),
   p50/p99, from a real `coal-mine --background` process.
-Three stores: SQLite (synchronous = normal, the default), PostgreSQL with its default
-synchronous_commit = on (a commit waits for its WAL flush), and PostgreSQL with
-synchronous_commit = off (set in the URI, as the README describes). Each load line
-also shows the Coal Mine process's CPU time per request (PostgreSQL's own is not in it).
-Targets (issue 16): PostgreSQL trigger throughput at least 50% of SQLite's; late-alert
-p99 under 100 ms. The figures depend on the machine: run it on a quiet one.
+Each load line also shows the Coal Mine process's CPU time per request (PostgreSQL's own
+is not in it). Targets (issue 16): PostgreSQL trigger throughput at least 50% of
+SQLite's; late-alert p99 under 100 ms. The figures depend on the machine: run it on a
+quiet one.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import statistics
 import random
 import subprocess
 import sys
@@ -59,8 +66,6 @@ from coal_mine.sqlite_store import SQLiteStore  # noqa: E402
 from tests.pg_cluster import Cluster  # noqa: E402
 from tests.smtp_sink import SMTPSink  # noqa: E402
 
-# In the URI's options: a commit does not wait for its WAL flush (see the README).
-ASYNC_COMMIT = "%20-csynchronous_commit%3Doff"
 LEAD = 6.0  # seconds from the last short canary's creation to the first short deadline
 
 
@@ -77,17 +82,24 @@ class Backend:
 
 def backends(workdir: Path, cluster: Cluster, tag: str) -> list[Backend]:
     """SQLite, and PostgreSQL twice (commits waiting for the WAL flush, and not), each in a
-    schema of its own."""
+    database of its own (so that one's NOTIFY does not wake the other's listener)."""
     sqlite = workdir / f"{tag}.sqlite3"
     uris = {}
     with psycopg.connect(cluster.uri, autocommit=True) as conn:
-        for name, extra in (("sync", ""), ("async", ASYNC_COMMIT)):
-            conn.execute(f"CREATE SCHEMA IF NOT EXISTS {tag}_{name}".encode())
-            uris[name] = f"{cluster.uri}?options=-csearch_path%3D{tag}_{name}{extra}"
+        for name in ("on", "off"):
+            conn.execute(f"CREATE DATABASE {tag}_{name}".encode())
+            uris[name] = f"{cluster.uri.rpartition('/')[0]}/{tag}_{name}"
     return [
-        Backend("SQLite", f"[sqlite]\npath = {sqlite}\n", SQLiteStore, str(sqlite)),
-        Backend("PostgreSQL", f"[postgresql]\nuri = {uris['sync']}\n", PostgresStore, uris["sync"]),
-        Backend("PG sync_commit=off", f"[postgresql]\nuri = {uris['async']}\n", PostgresStore, uris["async"]),
+        Backend("SQLite sync=normal", f"[sqlite]\npath = {sqlite}\n", SQLiteStore, str(sqlite)),
+        *(
+            Backend(
+                f"PG sync_commit={name}",
+                f"[postgresql]\nuri = {uris[name]}\nsynchronous_commit = {name}\n",
+                PostgresStore,
+                uris[name],
+            )
+            for name in ("on", "off")
+        ),
     ]
 
 
@@ -104,19 +116,43 @@ def server(workdir: Path, backend: Backend, name: str, *args: str, smtp_port: in
     )
 
 
-def http_figures(wrk: str, workdir: Path, backend: Backend, canaries: int, seconds: float) -> dict[str, Load]:
-    store = backend.open()
-    ids = list(populate(store, canaries, f"bench {backend.key}", random.Random(16)))  # type: ignore[arg-type]
-    store.close()
-    paths = write_paths(workdir / f"{backend.key}.paths", ids, random.Random(7))
-    figures = {}
-    with server(workdir, backend, f"web-{backend.key}") as web:
-        for clients in CLIENTS:
-            figures[f"trigger c={clients}"] = run_wrk(
-                wrk, web, LOAD_LUA, ["paths", str(paths)], clients, seconds
-            )
-        figures["create c=8"] = run_wrk(wrk, web, LOAD_LUA, ["create", f"new-{backend.key}"], 8, seconds)
-    return figures
+def median_round(loads: list[Load]) -> Load:
+    return sorted(loads, key=lambda load: load.rate)[len(loads) // 2]
+
+
+def http_figures(
+    wrk: str, workdir: Path, stores: list[Backend], canaries: int, seconds: float, rounds: int
+) -> tuple[dict[str, dict[str, Load]], dict[str, dict[str, float]]]:
+    """Each store's median round per level, and the median of each round's ratio to the first."""
+    webs = []
+    with contextlib.ExitStack() as stack:
+        for backend in stores:
+            store = backend.open()
+            ids = list(populate(store, canaries, f"bench {backend.key}", random.Random(16)))  # type: ignore[arg-type]
+            store.close()
+            paths = write_paths(workdir / f"{backend.key}.paths", ids, random.Random(7))
+            webs.append((backend, stack.enter_context(server(workdir, backend, f"web-{backend.key}")), paths))
+        levels = [(f"trigger c={clients}", clients) for clients in CLIENTS] + [("create c=8", 8)]
+        figures: dict[str, dict[str, Load]] = {backend.name: {} for backend in stores}
+        ratios: dict[str, dict[str, float]] = {backend.name: {} for backend in stores}
+        for figure, clients in levels:
+            loads: dict[str, list[Load]] = {backend.name: [] for backend in stores}
+            for round_number in range(rounds):
+                for backend, web, paths in webs:
+                    args = (
+                        ["create", f"new-{backend.key}-{round_number}"]
+                        if figure.startswith("create")
+                        else ["paths", str(paths)]
+                    )
+                    loads[backend.name].append(run_wrk(wrk, web, LOAD_LUA, args, clients, seconds))
+            base = loads[stores[0].name]
+            for name, runs in loads.items():
+                figures[name][figure] = median_round(runs)
+                ratios[name][figure] = statistics.median(
+                    run.rate / first.rate if first.rate else 0.0
+                    for run, first in zip(runs, base, strict=True)
+                )
+    return figures, ratios
 
 
 def late_delays(
@@ -153,7 +189,8 @@ def late_delays(
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=5.0, help="seconds per load level")
+    parser.add_argument("--seconds", type=float, default=3.0, help="seconds per load level and round")
+    parser.add_argument("--rounds", type=int, default=3, help="turns each server takes at each level")
     parser.add_argument("--canaries", type=int, default=1000, help="canaries the triggers spread over")
     parser.add_argument("--long", type=int, default=10_000, help="long-period canaries (late-alert delay)")
     parser.add_argument("--short", type=int, default=100, help="short-period canaries (late-alert delay)")
@@ -161,39 +198,39 @@ def main() -> None:
     wrk = install_wrk()
     with tempfile.TemporaryDirectory() as tmp, Cluster(fsync=True) as cluster, SMTPSink() as sink:
         workdir = Path(tmp)
-        http: dict[str, dict[str, Load]] = {}
-        for backend in backends(workdir, cluster, "http"):
-            http[backend.name] = http_figures(wrk, workdir, backend, args.canaries, args.seconds)
+        stores = backends(workdir, cluster, "http")
+        http, ratios = http_figures(wrk, workdir, stores, args.canaries, args.seconds, max(1, args.rounds))
         late: dict[str, list[float]] = {}
         for backend in backends(workdir, cluster, "late"):
             late[backend.name] = late_delays(sink, workdir, backend, args.long, args.short)
     names = list(http)
-    print("\n" + f"{'figure':<26}" + "".join(f"{name:>20}" for name in names) + "   ratios to SQLite, target")
-    for figure in http["SQLite"]:
+    print("\n" + f"{'figure':<26}" + "".join(f"{name:>22}" for name in names) + "   ratios to SQLite, target")
+    for figure in http[names[0]]:
         loads = [http[name][figure] for name in names]
-        ratios = " ".join(f"{load.rate / loads[0].rate:.2f}" for load in loads[1:] if loads[0].rate)
+        shown = " ".join(f"{ratios[name][figure]:.2f}" for name in names[1:])
         target = " (>= 0.50)" if figure.startswith("trigger") else ""
         errors = [load.errors for load in loads if load.error_count]
         print(
             f"{figure + ' req/s':<26}"
-            + "".join(f"{load.rate:>20.0f}" for load in loads)
-            + f"   {ratios}{target}"
+            + "".join(f"{load.rate:>22.0f}" for load in loads)
+            + f"   {shown}{target}"
             + (f"  errors {errors}" if errors else "")
         )
-        print(f"{figure + ' p99 ms':<26}" + "".join(f"{load.p99_ms:>20.1f}" for load in loads))
+        print(f"{figure + ' p99 ms':<26}" + "".join(f"{load.p99_ms:>22.1f}" for load in loads))
         print(
             f"{figure + ' server CPU us':<26}"
-            + "".join(f"{load.cpu_per_request_us:>20.0f}" for load in loads)
+            + "".join(f"{load.cpu_per_request_us:>22.0f}" for load in loads)
         )
     for label, fraction in (("p50", 0.5), ("p99", 0.99)):
         print(
             f"{'late-alert ' + label + ' ms':<26}"
-            + "".join(f"{percentile(late[name], fraction):>20.1f}" for name in names)
+            + "".join(f"{percentile(late[name], fraction):>22.1f}" for name in names)
             + ("   (target < 100)" if label == "p99" else "")
         )
     print(
-        f"(trigger load spread over {args.canaries} canaries, {args.seconds:g} s per level; late-alert "
-        f"delay with {args.long} + {args.short} canaries)"
+        f"(trigger load spread over {args.canaries} canaries, {args.seconds:g} s per level and round, "
+        f"median of {max(1, args.rounds)} rounds taken in turn; late-alert delay with {args.long} + "
+        f"{args.short} canaries; PostgreSQL over TCP on the same machine, fsync on)"
     )
 
 
