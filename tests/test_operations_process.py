@@ -294,3 +294,29 @@ def test_webhook_and_slack_deliveries_counted(tmp_path: Path) -> None:
     assert any("event=delivered" in line and "kind=resumed channel=slack" in line for line in lines)
     failed = next(line for line in lines if "event=delivery_failed" in line)
     assert "channel=webhook" in failed and "permanent=True" in failed and "event_id=" in failed
+
+
+def test_failed_run_logged_as_json_with_the_event_its_delivery_carries(tmp_path: Path) -> None:
+    from tests.http_sink import HTTPSink
+
+    with HTTPSink() as sink:
+        ini = (
+            "[logging]\nformat = json\n[watcher]\nrescan_interval = 0.2\n"
+            "[webhook]\nallow_private = true\ntimeout = 2\n"
+        )
+        with ServerProcess(tmp_path, ini_extra=ini) as server:
+            status, body = server.call("create", name="Backup", periodicity=3600, webhook=sink.url("/hook"))
+            assert status == 200, body
+            cid = body["canary"]["id"]
+            status, body = server.call("fail", id=cid, comment="disk full", exit_status=3)
+            assert status == 200, body
+            (post,) = sink.wait_for(1)
+            assert post.json()["event"] == "failed"
+            wait_for(lambda: '"event": "delivered"' in server.log(), 10, "the delivery line")
+            lines = [json.loads(line) for line in server.log().splitlines() if line.strip()]
+    failed = next(line for line in lines if line.get("event") == "failed")
+    delivered = next(line for line in lines if line.get("event") == "delivered")
+    assert failed["canary_id"] == delivered["canary_id"] == cid
+    assert failed["event_id"] == delivered["event_id"] and isinstance(failed["event_id"], int)
+    assert failed["message"] == f"Canary {cid} (Backup) is failing" and failed["level"] == "INFO"
+    assert (delivered["kind"], delivered["channel"]) == ("failed", "webhook")
