@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import threading
+import time
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from typing import cast
@@ -185,12 +186,16 @@ class _CyclicGCPause:
     reference cycles; meanwhile the collector would rescan the growing heap
     again and again (0.2 s of a 1.2 s scrape). Reference counting still frees
     everything; overlapping scrapes restore the previous state when the last ends.
+    Should scrapes overlap without end, a scrape that starts more than
+    `max_pause` seconds into the pause collects once, so cycles never pile up.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, max_pause: float = 30.0) -> None:
+        self.max_pause = max_pause
         self._lock = threading.Lock()
         self._running = 0
         self._was_enabled = False
+        self._since = 0.0
 
     @contextlib.contextmanager
     def __call__(self) -> Iterator[None]:
@@ -198,6 +203,10 @@ class _CyclicGCPause:
             if self._running == 0:
                 self._was_enabled = gc.isenabled()
                 gc.disable()
+                self._since = time.monotonic()
+            elif self._was_enabled and time.monotonic() - self._since > self.max_pause:
+                gc.collect()
+                self._since = time.monotonic()
             self._running += 1
         try:
             yield

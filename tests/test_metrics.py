@@ -196,3 +196,25 @@ def test_cyclic_gc_paused_during_a_scrape_and_restored_after() -> None:
     with InProcessServer(Api(BusinessLogic(Failing(), FakeClock()))) as server:
         assert status_code(server) == 500
     assert gc.isenabled()
+
+
+def test_overlapping_scrapes_never_pause_the_cyclic_gc_for_long() -> None:
+    from coal_mine.metrics import _CyclicGCPause
+
+    pause = _CyclicGCPause(max_pause=-1.0)  # any pause is too long
+    collections: list[str] = []
+
+    def seen(phase: str, info: dict) -> None:
+        if phase == "start":
+            collections.append(phase)
+
+    gc.callbacks.append(seen)
+    try:
+        with pause():
+            assert not gc.isenabled() and collections == []
+            with pause():  # starts after max_pause: collects once, stays paused
+                assert not gc.isenabled() and collections == ["start"]
+            assert not gc.isenabled()
+        assert gc.isenabled()
+    finally:
+        gc.callbacks.remove(seen)
