@@ -219,8 +219,15 @@ class Api:
         if self.ui.handles(environ.get("PATH_INFO", "")):
             return self.ui(environ, start_response)
         try:
-            command, query, full = self._route(environ)
-            result = self.commands[command](Request(query, environ, full))
+            short = (
+                None if environ.get("QUERY_STRING") else _SHORT_TRIGGER.match(environ.get("PATH_INFO", ""))
+            )
+            if short is not None and environ.get("REQUEST_METHOD") != "POST":
+                # Cron's `curl .../<id>`: no parameters to parse or check, no output to keep.
+                command, result = "trigger", _TRIGGER_BODIES[self.logic.trigger(short.group(1))]
+            else:
+                command, query, full = self._route(environ)
+                result = self.commands[command](Request(query, environ, full))
             self.ops.count(command)
         except CoalMineError as exc:
             return self._error(start_response, http_status(exc), str(exc))
@@ -278,6 +285,8 @@ class Api:
     def _parse_query(raw: str) -> tuple[Query, BadRequestError | None]:
         """The parameters, and the 400 to answer if they are malformed. Malformed
         parameters are still parsed leniently so that the auth key can be checked first."""
+        if not raw:
+            return {}, None
         # WSGI hands over the raw bytes as latin-1; the API speaks UTF-8.
         text = raw.encode("latin-1", errors="replace").decode("utf-8", errors="replace")
         try:

@@ -13,6 +13,12 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICRO = timedelta(microseconds=1)
 
 
+@overload
+def to_micros(dt: datetime) -> int: ...
+@overload
+def to_micros(dt: None) -> None: ...
+@overload
+def to_micros(dt: datetime | None) -> int | None: ...
 def to_micros(dt: datetime | None) -> int | None:
     """SQLite's time form: microseconds since the epoch (None stays None)."""
     return None if dt is None else (dt - _EPOCH) // _MICRO

@@ -2,26 +2,22 @@
 
 from __future__ import annotations
 
-import contextlib
 import sqlite3
-from collections.abc import Iterator
 
 from coal_mine.models import StoreUnavailableError
 
 
-@contextlib.contextmanager
-def unavailable_on_failure(path: str) -> Iterator[None]:
+def unavailable(path: str, exc: sqlite3.DatabaseError) -> StoreUnavailableError | None:
     """SQLite failing to read or write (disk full, I/O error, locked past the timeout,
     not a database) is the store being unavailable: a 503, not a 500 with a traceback.
-    Constraint violations (IntegrityError) are the caller's to interpret."""
-    try:
-        yield
-    except sqlite3.IntegrityError:
-        raise
-    except sqlite3.OperationalError as exc:
-        raise StoreUnavailableError(f"SQLite database {path} cannot be used right now: {exc}") from exc
-    except sqlite3.DatabaseError as exc:
-        raise StoreUnavailableError(f"SQLite database {path} cannot be used: {exc}") from exc
+    Constraint violations (IntegrityError, None here) are the caller's to interpret."""
+    if isinstance(exc, sqlite3.IntegrityError):
+        return None
+    if getattr(exc, "sqlite_errorcode", 0) & 0xFF == sqlite3.SQLITE_BUSY:  # another writer, past the timeout
+        return StoreUnavailableError(f"SQLite database is busy: {exc}")
+    if isinstance(exc, sqlite3.OperationalError):
+        return StoreUnavailableError(f"SQLite database {path} cannot be used right now: {exc}")
+    return StoreUnavailableError(f"SQLite database {path} cannot be used: {exc}")
 
 
 def refuse_foreign_tables(conn: sqlite3.Connection, path: str) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 from typing import Any
 
 from coal_mine.models import Canary, HistoryEntry, Run
@@ -135,8 +136,57 @@ MIGRATIONS = [
         PRIMARY KEY (canary_id, channel, target)
     ) STRICT;
     """,
+    # 6: a write that appends a history entry is one statement, atomic without an explicit
+    # transaction: it puts the entry and the prune policy in the canary row, and this trigger
+    # moves the entry into history and prunes. The pruning is sql_shared.prune_rows in one
+    # step: its two deletes together remove the oldest max(count - max_entries, a) entries,
+    # a = min(count - min_entries, entries older than older_than) when count > min_entries
+    # and the oldest entry is older than that, else 0 (count after the append).
+    """
+    ALTER TABLE canaries ADD COLUMN entry_ts INTEGER;
+    ALTER TABLE canaries ADD COLUMN entry_comment TEXT;
+    ALTER TABLE canaries ADD COLUMN prune_max INTEGER;
+    ALTER TABLE canaries ADD COLUMN prune_min INTEGER;
+    ALTER TABLE canaries ADD COLUMN prune_before INTEGER;
+    CREATE TRIGGER canaries_new_entry AFTER UPDATE OF entry_ts ON canaries
+    WHEN NEW.entry_ts IS NOT NULL
+    BEGIN
+        INSERT INTO history (canary_seq, ts, comment) VALUES (NEW.seq, NEW.entry_ts, NEW.entry_comment);
+        UPDATE canaries SET
+            entry_ts = NULL, entry_comment = NULL, prune_max = NULL, prune_min = NULL, prune_before = NULL,
+            history_count = NEW.history_count - CASE
+                WHEN NEW.prune_max IS NULL THEN 0
+                ELSE max(
+                    0,
+                    NEW.history_count - NEW.prune_max,
+                    CASE WHEN NEW.history_count > NEW.prune_min AND NEW.history_oldest < NEW.prune_before
+                        THEN min(NEW.history_count - NEW.prune_min, (SELECT count(*) FROM history
+                            WHERE canary_seq = NEW.seq AND ts < NEW.prune_before))
+                        ELSE 0 END)
+                END
+            WHERE seq = NEW.seq;
+        DELETE FROM history WHERE hid IN (
+            SELECT hid FROM history WHERE canary_seq = NEW.seq ORDER BY ts, hid
+            LIMIT NEW.history_count - (SELECT history_count FROM canaries WHERE seq = NEW.seq));
+        UPDATE canaries SET history_oldest = (SELECT min(ts) FROM history WHERE canary_seq = NEW.seq)
+            WHERE seq = NEW.seq AND history_count < NEW.history_count;
+    END;
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
+
+
+def statements(migration: str) -> list[str]:
+    """A migration's statements, in order (a trigger's body holds semicolons of its own)."""
+    done, pending = [], ""
+    for piece in migration.split(";"):
+        pending += piece + ";"
+        if sqlite3.complete_statement(pending):
+            if pending.strip(" \n;"):
+                done.append(pending.strip())
+            pending = ""
+    return done
+
 
 CANARY_COLUMNS = (
     "seq, id, name, slug, periodicity, description, emails, paused, late, deadline, badge_key, "

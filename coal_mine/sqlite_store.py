@@ -13,7 +13,7 @@ from datetime import datetime
 from typing import Any
 
 from coal_mine.abstract_store import ALL_FIELDS, RUN_FIELDS, AbstractStore
-from coal_mine.sqlite_errors import refuse_foreign_tables, unavailable_on_failure
+from coal_mine.sqlite_errors import refuse_foreign_tables, unavailable
 from coal_mine.sqlite_ops import SQLiteOperations
 from coal_mine.sqlite_outbox import SQLiteOutbox
 from coal_mine.models import (
@@ -36,10 +36,62 @@ from coal_mine.sqlite_schema import (
     due_row_to_canary,
     from_db,
     row_to_canary,
+    statements,
     to_db,
 )
 
 log = logging.getLogger(__name__)
+
+
+# How many forks this process is from the first: a forked child must not use its
+# parent's connection (counted at fork time: os.getpid() would cost a system call per use).
+_forks = 0
+
+
+def _forked() -> None:
+    global _forks
+    _forks += 1
+
+
+os.register_at_fork(after_in_child=_forked)
+
+
+class _Turn:
+    """The store's shared connection for one thread at a time (a reentrant lock), with
+    SQLite's failures reported as the store being unavailable (see unavailable);
+    a plain class, as the hot path takes a turn or two per request."""
+
+    __slots__ = ("store",)
+
+    def __init__(self, store: SQLiteStore) -> None:
+        self.store = store
+
+    def __enter__(self) -> sqlite3.Connection:
+        self.store._lock.acquire()
+        try:
+            return self.store._connection()
+        except BaseException:
+            self.store._lock.release()
+            raise
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: Any) -> None:
+        self.store._lock.release()
+        if isinstance(exc, sqlite3.DatabaseError):
+            failure = unavailable(self.store.path, exc)
+            if failure is not None:
+                raise failure from exc
+
+
+# `when` (a ? parameter) plus the canary's periodicity in seconds, to the millisecond, exactly
+# as BusinessLogic.deadline_after: whole seconds, then the fraction's microseconds rounded
+# half to even (Python's timedelta), then truncated to milliseconds (to_millis).
+_FRACTION_US = "((periodicity - CAST(periodicity AS INTEGER)) * 1000000)"
+_NEXT_DEADLINE = (
+    f"((? + CAST(periodicity AS INTEGER) * 1000000 + CAST({_FRACTION_US} AS INTEGER) "
+    f"+ ({_FRACTION_US} - CAST({_FRACTION_US} AS INTEGER) > 0.5 "
+    f"OR {_FRACTION_US} - CAST({_FRACTION_US} AS INTEGER) = 0.5 AND CAST({_FRACTION_US} AS INTEGER) % 2 = 1)"
+    ") / 1000 * 1000)"
+)
 
 
 def _rowcount(conn: sqlite3.Connection) -> Execute:
@@ -55,8 +107,9 @@ class SQLiteStore(SQLiteOperations, SQLiteOutbox, AbstractStore):
     every request), and a writer waits on the lock, which wakes it at once,
     rather than in SQLite's busy handler, which sleeps in steps of milliseconds.
     Each statement takes microseconds, so taking turns costs nothing on the one
-    core a Python process can use. Writes run in `BEGIN IMMEDIATE` transactions,
-    so conditional updates are atomic across processes too.
+    core a Python process can use. A write is one statement (a trigger's, see schema
+    6) or a `BEGIN IMMEDIATE` transaction, so conditional updates are atomic across
+    processes too.
     """
 
     def __init__(self, path: str, *, synchronous: str = "NORMAL", busy_timeout: float = 10.0) -> None:
@@ -65,7 +118,8 @@ class SQLiteStore(SQLiteOperations, SQLiteOutbox, AbstractStore):
         self._busy_timeout_ms = int(busy_timeout * 1000)
         self._lock = threading.RLock()
         self._shared: sqlite3.Connection | None = None
-        self._pid = os.getpid()
+        self._forks = _forks  # the shared connection's process (see _connection)
+        self._turn = _Turn(self)
         self._migrate()
 
     # --- connections and transactions ---------------------------------------
@@ -82,20 +136,17 @@ class SQLiteStore(SQLiteOperations, SQLiteOutbox, AbstractStore):
 
     def _connection(self) -> sqlite3.Connection:
         """The shared connection (hold self._lock); a forked child opens its own."""
-        if self._shared is None or self._pid != os.getpid():
-            self._shared, self._pid = self._connect(), os.getpid()
+        if self._shared is None or self._forks != _forks:
+            self._shared, self._forks = self._connect(), _forks
         return self._shared
 
-    @contextlib.contextmanager
-    def _read(self) -> Iterator[sqlite3.Connection]:
+    def _read(self) -> _Turn:
         """The connection, for this thread alone until the block ends (fetch inside it)."""
-        with self._lock, unavailable_on_failure(self.path):
-            yield self._connection()
+        return self._turn
 
     @contextlib.contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
-        with self._lock, unavailable_on_failure(self.path):
-            conn = self._connection()
+        with self._turn as conn:
             try:
                 conn.execute("BEGIN IMMEDIATE")
             except sqlite3.OperationalError as exc:
@@ -120,9 +171,8 @@ class SQLiteStore(SQLiteOperations, SQLiteOutbox, AbstractStore):
                     f"({SCHEMA_VERSION})"
                 )
             for step in range(version, SCHEMA_VERSION):
-                for statement in MIGRATIONS[step].split(";"):
-                    if statement.strip():
-                        conn.execute(statement)
+                for statement in statements(MIGRATIONS[step]):
+                    conn.execute(statement)
                 if version:
                     log.info("Migrated %s to schema version %d", self.path, step + 1)
             if not version:
@@ -131,7 +181,7 @@ class SQLiteStore(SQLiteOperations, SQLiteOutbox, AbstractStore):
 
     def close(self) -> None:
         with self._lock:
-            if self._shared is not None and self._pid == os.getpid():
+            if self._shared is not None and self._forks == _forks:
                 with contextlib.suppress(sqlite3.Error):
                     self._shared.close()
             self._shared = None
@@ -227,11 +277,63 @@ class SQLiteStore(SQLiteOperations, SQLiteOutbox, AbstractStore):
                 continue  # WHERE guarantees it already; leaving it out spares its index pages
             sets.append(f"{name} = ?")
             params.append(column_value(name, value))
-        if history is not None:
-            sets.append("history_count = history_count + 1")
-            sets.append("history_oldest = MIN(COALESCE(history_oldest, ?), ?)")
-            params += [to_db(history[0])] * 2
-        where, where_params = ["id = ?"], [canary_id]
+        where, where_params = self._conditions(canary_id, expect)
+        try:
+            if history is not None and output is None and not notifications:
+                # One statement, so no transaction to begin and commit: its trigger
+                # (schema 6) appends the entry the row is handed and prunes.
+                appended, appended_params = self._appended(history, prune)
+                sql = f"UPDATE canaries SET {', '.join([*sets, appended])} WHERE {where} RETURNING seq"
+                with self._turn as conn:
+                    return bool(conn.execute(sql, [*params, *appended_params, *where_params]).fetchall())
+            if history is not None:
+                ts = to_db(history[0])
+                sets.append("history_count = history_count + 1")
+                sets.append("history_oldest = MIN(COALESCE(history_oldest, ?), ?)")
+                params += [ts, ts]
+            sql = (
+                f"UPDATE canaries SET {', '.join(sets) or 'seq = seq'} WHERE {where} "
+                "RETURNING seq, history_count, history_oldest"
+            )
+            with self._write() as conn:
+                row = conn.execute(sql, params + where_params).fetchone()
+                if row is None:
+                    return False
+                if history is not None:
+                    self._append(conn, row, history, prune, output)
+                for new in notifications:
+                    self._record(conn, canary_id, new)
+                return True
+        except sqlite3.IntegrityError as exc:
+            raise self._clash(exc, canary_id, changes.get("slug")) from exc
+
+    def postpone(
+        self,
+        canary_id: str,
+        when: datetime,
+        *,
+        expect: Mapping[str, Any],
+        history: HistoryEntry,
+        prune: PrunePolicy | None = None,
+    ) -> Canary | bool:
+        """One statement (see AbstractStore.postpone); the canary is read only when it does
+        not qualify."""
+        where, where_params = self._conditions(canary_id, expect)
+        appended, appended_params = self._appended(history, prune)
+        sql = (
+            f"UPDATE canaries SET deadline = {_NEXT_DEADLINE}, {appended} WHERE {where} "
+            f"AND typeof(periodicity) IN ('real', 'integer') AND deadline <= {_NEXT_DEADLINE} RETURNING seq"
+        )
+        when_us = to_db(when)
+        with self._turn as conn:
+            if conn.execute(sql, [when_us, *appended_params, *where_params, when_us]).fetchall():
+                return True
+        return self.get(canary_id, history=False) or False
+
+    @staticmethod
+    def _conditions(canary_id: str, expect: Mapping[str, Any]) -> tuple[str, list[Any]]:
+        """The WHERE clause for canary `canary_id` matching `expect`, and its parameters."""
+        where, params = ["id = ?"], [canary_id]
         for name, value in expect.items():
             if name not in ALL_FIELDS:
                 raise ValueError(f"unknown canary field {name}")
@@ -240,36 +342,42 @@ class SQLiteStore(SQLiteOperations, SQLiteOutbox, AbstractStore):
                 where.append(f"{name} IS NULL")
             else:
                 where.append(f"{name} = ?")
-                where_params.append(stored)
-        sql = (
-            f"UPDATE canaries SET {', '.join(sets) or 'seq = seq'} WHERE {' AND '.join(where)} "
-            "RETURNING seq, history_count, history_oldest"
+                params.append(stored)
+        return " AND ".join(where), params
+
+    @staticmethod
+    def _appended(entry: HistoryEntry, prune: PrunePolicy | None) -> tuple[str, list[Any]]:
+        """SET terms that append `entry` in the same statement (by schema 6's trigger, which
+        also prunes by `prune`), and their parameters."""
+        ts = to_db(entry[0])
+        policy = (
+            [None] * 3 if prune is None else [prune.max_entries, prune.min_entries, to_db(prune.older_than)]
+        )
+        return (
+            "history_count = history_count + 1, history_oldest = MIN(COALESCE(history_oldest, ?), ?), "
+            "entry_ts = ?, entry_comment = ?, prune_max = ?, prune_min = ?, prune_before = ?",
+            [ts, ts, ts, entry[1], *policy],
         )
 
-        def apply(conn: sqlite3.Connection) -> bool:
-            row = conn.execute(sql, params + where_params).fetchone()
-            if row is None:
-                return False
-            seq, count, oldest = row
-            if history is not None:
-                kept = (output.text, output.size, int(output.truncated)) if output else (None,) * 3
-                conn.execute(
-                    "INSERT INTO history (canary_seq, ts, comment, output, output_size, output_cut) "
-                    "VALUES (?, ?, ?, ?, ?, ?)",
-                    (seq, to_db(history[0]), history[1], *kept),
-                )
-                if prune is not None:
-                    run = _rowcount(conn)
-                    prune_rows(run, "?", seq, count, oldest, to_db(prune.older_than), prune)
-            for new in notifications:
-                self._record(conn, canary_id, new)
-            return True
-
-        try:
-            with self._write() as conn:
-                return apply(conn)
-        except sqlite3.IntegrityError as exc:
-            raise self._clash(exc, canary_id, changes.get("slug")) from exc
+    @staticmethod
+    def _append(
+        conn: sqlite3.Connection,
+        row: tuple[int, int, int | None],
+        entry: HistoryEntry,
+        prune: PrunePolicy | None,
+        output: Output | None,
+    ) -> None:
+        """Insert the history entry (with its output) of the canary `row` (seq, history count and
+        oldest after the update) and prune, inside the update's transaction."""
+        seq, count, oldest = row
+        kept = (output.text, output.size, int(output.truncated)) if output else (None,) * 3
+        conn.execute(
+            "INSERT INTO history (canary_seq, ts, comment, output, output_size, output_cut) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            (seq, to_db(entry[0]), entry[1], *kept),
+        )
+        if prune is not None:
+            prune_rows(_rowcount(conn), "?", seq, count, oldest, to_db(prune.older_than), prune)
 
     def delete(self, canary_id: str) -> bool:
         with self._write() as conn:

@@ -11,7 +11,7 @@ import pytest
 
 from coal_mine.api import Api
 from coal_mine.business_logic import BusinessLogic
-from coal_mine.models import Canary, NewNotification, PrunePolicy, StoreUnavailableError
+from coal_mine.models import Canary, NewNotification, Output, PrunePolicy, StoreUnavailableError
 from coal_mine.sqlite_schema import MIGRATIONS as _MIGRATIONS
 from coal_mine.sqlite_schema import SCHEMA_VERSION
 from coal_mine.sqlite_store import SQLiteStore
@@ -138,4 +138,116 @@ def test_schema_3_splits_each_pending_email_into_one_entry_per_recipient(tmp_pat
     assert store.update("cccccccc", {"late": True}, notifications=[new])
     events = [n.event for n in store.pending_notifications()]
     assert len(set(events)) == 3
+    store.close()
+
+
+def test_a_usual_trigger_is_one_statement_and_leaves_no_transaction(tmp_path: Path) -> None:
+    """One UPDATE (postpone), whose trigger (schema 6) appends the entry: committed on its
+    own, seen whole by another connection (another process)."""
+    path = tmp_path / "one.sqlite3"
+    store = SQLiteStore(str(path))
+    logic = BusinessLogic(store)
+    canary = logic.create("One", 60)
+    conn = store._connection()
+    statements: list[str] = []
+    conn.set_trace_callback(statements.append)
+    assert logic.trigger(canary.id, "hello") == (False, False)
+    conn.set_trace_callback(None)
+    # (the trace repeats the UPDATE for each statement its trigger runs)
+    assert [s.split()[0] for s in dict.fromkeys(statements)] == ["UPDATE"]
+    assert not conn.in_transaction
+    other = sqlite3.connect(path)
+    assert other.execute("SELECT entry_ts, entry_comment, history_count FROM canaries").fetchall() == [
+        (None, None, 2)
+    ]
+    assert [c for (c,) in other.execute("SELECT comment FROM history ORDER BY hid")] == [
+        "Canary created",
+        "Triggered (hello)",
+    ]
+    other.close()
+    assert [c for _, c in logic.get(canary.id).history] == ["Triggered (hello)", "Canary created"]
+    store.close()
+
+
+def test_postpone_computes_the_deadline_exactly_as_python(tmp_path: Path) -> None:
+    """The SQL deadline arithmetic equals BusinessLogic.deadline_after for awkward
+    periodicities: ties of half a microsecond (both parities), fractions just below and
+    above them, tiny and huge ones, and random ones."""
+    import random
+
+    rng = random.Random(18)
+    periodicities = [0.0000005, 0.0000015, 0.0000025, 1.0000005, 2.0000015, 0.4999995, 3.1415926535]
+    periodicities += [k + m / 1e6 + 0.5e-6 for k in (0, 1, 7, 86399) for m in (0, 1, 2, 3, 999998)]
+    periodicities += [86400.0 * 3650 + 0.0005, 1e-9, 0.001, 59.9999999]
+    periodicities += [rng.uniform(0.0001, 1e6) for _ in range(300)]
+    periodicities += [round(rng.uniform(0, 1000), 7) for _ in range(300)]
+    store = SQLiteStore(str(tmp_path / "deadlines.sqlite3"))
+    when = T0 + timedelta(seconds=30, microseconds=456000)
+    on_time = {"late": False, "paused": False, "remind_at": None, "runs": [], "failed": False}
+    for n, periodicity in enumerate(periodicities):
+        cid = f"{n:08d}".translate(str.maketrans("0123456789", "abcdefghij"))
+        store.create(Canary(id=cid, name=cid, slug=cid, periodicity=periodicity, deadline=T0))
+        assert store.postpone(cid, when, expect=on_time, history=(when, "Triggered")) is True
+        assert store.get(cid).deadline == BusinessLogic.deadline_after(periodicity, when), periodicity
+    store.close()
+
+
+def _kept(store: SQLiteStore) -> tuple[list, tuple]:
+    conn = sqlite3.connect(store.path)
+    try:
+        row = conn.execute(
+            "SELECT history_count, history_oldest, entry_ts, prune_max FROM canaries"
+        ).fetchone()
+        return [(ts, c) for ts, c in conn.execute("SELECT ts, comment FROM history ORDER BY ts, hid")], row
+    finally:
+        conn.close()
+
+
+@pytest.mark.parametrize("seed", range(150))
+def test_the_trigger_prunes_as_prune_rows_does(tmp_path: Path, seed: int) -> None:
+    """The one-statement append (schema 6's trigger) leaves the same history, count and
+    oldest time as the transaction with sql_shared.prune_rows (taken for an entry with
+    output), whatever the ages, sizes and policy."""
+    import random
+
+    rng = random.Random(seed)
+    size = rng.choice([0, 1, 3, 5, 8, 12])
+    ages = sorted(
+        (rng.choice([0, 1, 5, 6, 9, 30]) * 86400 + rng.randrange(60) for _ in range(size)), reverse=True
+    )
+    history = [(T0 - timedelta(seconds=age), f"e{n}") for n, age in enumerate(ages)][::-1]
+    entry_age = rng.choice([0, 0, 0, 8 * 86400])
+    entry = (T0 - timedelta(seconds=entry_age), "new")
+    policy = PrunePolicy(
+        max_entries=rng.randrange(1, 10),
+        min_entries=rng.randrange(0, 6),
+        older_than=T0 - timedelta(days=7),
+    )
+    results = []
+    for name, output in (("one", None), ("txn", Output("", 0))):
+        store = SQLiteStore(str(tmp_path / f"{name}.sqlite3"))
+        store.create(
+            Canary(id="aaaaaaaa", name="P", slug="p", periodicity=60.0, deadline=T0, history=history)
+        )
+        for _ in range(2):
+            assert store.update("aaaaaaaa", {"late": False}, history=entry, prune=policy, output=output)
+        results.append(_kept(store))
+        store.close()
+    assert results[0] == results[1]
+    assert results[0][1][2:] == (None, None)  # the hand-over columns are cleared
+
+
+def test_an_append_whose_expectation_fails_writes_nothing(tmp_path: Path) -> None:
+    store = SQLiteStore(str(tmp_path / "prune.sqlite3"))
+    history = [(T0 - timedelta(seconds=i), f"e{i}") for i in range(1, 4)]
+    store.create(Canary(id="aaaaaaaa", name="P", slug="p", periodicity=60.0, deadline=T0, history=history))
+    policy = PrunePolicy(max_entries=3, min_entries=1, older_than=T0 - timedelta(days=7))
+    before = _kept(store)
+    assert not store.update(
+        "aaaaaaaa", {"late": True}, expect={"late": True}, history=(T0, "no"), prune=policy
+    )
+    assert _kept(store) == before
+    assert store.update("aaaaaaaa", {"late": True}, expect={"late": False}, history=(T0, "new"), prune=policy)
+    canary = store.get("aaaaaaaa")
+    assert canary.late and [c for _, c in canary.history] == ["new", "e1", "e2"]
     store.close()
