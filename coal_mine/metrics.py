@@ -45,6 +45,7 @@ class ProcessCounters:
         self.http_responses = Counter(
             "coal_mine_http_responses", "HTTP responses by status class", ["status_class"], registry=None
         )
+        self._by_class: dict[str, Counter] = {}
         self.notifications_sent = Counter(
             "coal_mine_notifications_sent",
             "Notifications delivered, by kind and channel",
@@ -69,7 +70,10 @@ class ProcessCounters:
 
     def response(self, status: str) -> None:
         """Count one HTTP response by its status line ("200 OK" counts as 2xx)."""
-        self.http_responses.labels(f"{status[:1]}xx").inc()
+        counter = self._by_class.get(status[:1])
+        if counter is None:  # labels() costs a lock and a few dict look-ups per call
+            counter = self._by_class[status[:1]] = self.http_responses.labels(f"{status[:1]}xx")
+        counter.inc()
 
 
 # One set per process: the API and the sender in the same process count into it.
