@@ -3,7 +3,8 @@
 Every write that matters is one statement (a canary's change, its history entry
 and the notifications it causes go in one data-modifying CTE), so it is atomic
 without a round trip for BEGIN and COMMIT; pruning history takes a transaction
-of its own that locks the canary row. Notifications are claimed with
+of its own that locks the canary row, except in the usual trigger of a canary at
+its history limit, which prunes in the same statement (postgres_trigger.py). Notifications are claimed with
 `FOR UPDATE SKIP LOCKED` plus a lease, so several background processes never
 send one twice. A dropped connection or a restarted server is a
 StoreUnavailableError (HTTP 503); the pool replaces broken connections.
@@ -34,6 +35,7 @@ from coal_mine.models import (
 )
 from coal_mine.postgres_db import NOTIFY, Listener, describe, migrate, safe_uri, unavailable
 from coal_mine.postgres_ops import PostgresOperations
+from coal_mine.postgres_trigger import lean_sql, pruning_sql
 from coal_mine.postgres_outbox import INSERT_DELIVERIES, PostgresOutbox, deliveries_params
 from coal_mine.sql_shared import last_entries_query
 from coal_mine.postgres_rows import (
@@ -56,13 +58,7 @@ POOL_TIMEOUT = 4.0  # seconds a request waits for a free connection
 STATEMENT_TIMEOUT_MS = 5000  # so a request answers (503) before the HTTP request timeout
 _PAGE = 500  # canaries per query while streaming a list
 
-# `when` plus the periodicity, to the millisecond, as BusinessLogic.deadline_after:
-# whole seconds, then the fraction rounded half-even to microseconds (Python's
-# timedelta), then truncated to milliseconds (to_millis).
-_NEXT_DEADLINE = (
-    "date_trunc('milliseconds', %(when)s::timestamptz + trunc(periodicity_seconds) * interval '1 second' "
-    "+ round((periodicity_seconds - trunc(periodicity_seconds)) * 1000000) * interval '1 microsecond')"
-)
+_AT_LIMIT_SIZE = 100_000  # canary ids remembered as due for pruning
 _RUN_VALUES = ", ".join(f"%(set_{name})s" for name in RUN_FIELDS)
 
 
@@ -102,6 +98,8 @@ class PostgresStore(PostgresOperations, PostgresOutbox, AbstractStore):
         )
         self._pool.open(wait=False)
         self._listener: Listener | None = None
+        # Ids of canaries whose last trigger here had to prune history: theirs will too.
+        self._at_limit: set[str] = set()
 
     def _configure(self, conn: psycopg.Connection) -> None:
         conn.execute(self._session.encode())
@@ -328,31 +326,29 @@ class PostgresStore(PostgresOperations, PostgresOutbox, AbstractStore):
         history: HistoryEntry,
         prune: PrunePolicy | None = None,
     ) -> Canary | bool:
-        """One statement, one round trip: the conditional update with its history entry,
-        or else the canary as it is (see AbstractStore.postpone)."""
+        """One statement, one round trip, one commit: the conditional update with its
+        history entry, or else the canary as it is (see AbstractStore.postpone). Canaries
+        last seen due for pruning (most long-lived ones) get the statement that prunes too."""
         params: dict[str, Any] = {"id": canary_id, "when": when, "ts": ms(history[0]), "comment": history[1]}
-        where = self._conditions(expect, params)
-        row = self._run(
-            "update",
-            lambda conn: conn.execute(
-                f"WITH u AS (UPDATE canaries SET deadline = {_NEXT_DEADLINE}, "
-                "history_count = history_count + 1, "
-                "history_oldest = LEAST(COALESCE(history_oldest, %(ts)s), %(ts)s) "
-                f"WHERE {' AND '.join(where)} AND periodicity_seconds IS NOT NULL "
-                f"AND deadline <= {_NEXT_DEADLINE} RETURNING seq, history_count, history_oldest), "
-                "h AS (INSERT INTO history (canary_seq, ts, comment) SELECT seq, %(ts)s, %(comment)s FROM u) "
-                f"SELECT u.seq, u.history_count, u.history_oldest, {CANARY_COLUMNS} "
-                "FROM (SELECT) one LEFT JOIN u ON true "
-                "LEFT JOIN canaries c ON u.seq IS NULL AND c.id = %(id)s",
-                params,
-            ).fetchone(),
-        )
+        where = tuple(self._conditions(expect, params))
+        pruning = prune is not None and canary_id in self._at_limit
+        if prune is not None and pruning:
+            params.update(p_max=prune.max_entries, p_min=prune.min_entries, p_cutoff=ms(prune.older_than))
+            sql = pruning_sql(where, CANARY_COLUMNS).encode()
+        else:
+            sql = lean_sql(where, CANARY_COLUMNS).encode()
+        row = self._run("update", lambda conn: conn.execute(sql, params).fetchone())
         assert row is not None  # (SELECT) one: always one row
-        seq, count, oldest = row[:3]
+        seq, extra = row[0], 1 if pruning else 2
         if seq is None:
-            return False if row[4] is None else row_to_canary(row[3:], False)
-        if prune is not None and prune_needed(count, utc(oldest), prune):
+            return False if row[extra + 2] is None else row_to_canary(row[extra + 1 :], False)
+        if pruning and not row[1]:
+            self._at_limit.discard(canary_id)
+        elif prune is not None and not pruning and prune_needed(row[1], utc(row[2]), prune):
             self._run("update", lambda conn: prune_history(conn, seq, prune))
+            if len(self._at_limit) >= _AT_LIMIT_SIZE:
+                self._at_limit.clear()  # a hint, not data: start over rather than grow
+            self._at_limit.add(canary_id)
         return True
 
     @staticmethod

@@ -5,6 +5,7 @@ Needs COAL_MINE_TEST_POSTGRESQL_URI."""
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -159,5 +160,72 @@ def test_a_statement_past_the_timeout_is_unavailable(
             with pytest.raises(StoreUnavailableError, match="statement timeout"):
                 store.update("aaaaaaaa", {"description": "blocked"})
         assert store.update("aaaaaaaa", {"description": "free"})
+    finally:
+        store.close()
+
+
+def history_bookkeeping(store: PostgresStore, canary_id: str) -> tuple[tuple, tuple]:
+    """(history_count, history_oldest) as the canary row says, and as the history table has it."""
+    return store._run(
+        "test",
+        lambda conn: (
+            conn.execute(
+                "SELECT history_count, history_oldest FROM canaries WHERE id = %s", (canary_id,)
+            ).fetchone(),
+            conn.execute(
+                "SELECT count(*), min(h.ts) FROM history h JOIN canaries c ON h.canary_seq = c.seq "
+                "WHERE c.id = %s",
+                (canary_id,),
+            ).fetchone(),
+        ),
+    )
+
+
+@pytest.mark.parametrize(
+    "existing_age_days, entries, expected",
+    [(0, 1005, 1000), (8, 150, 100), (8, 90, 91), (3, 150, 151), (8, 1200, 100), (0, 1000, 1000)],
+)
+def test_the_trigger_statement_that_prunes_keeps_what_update_keeps(
+    schema: ThrowAwaySchema, existing_age_days: int, entries: int, expected: int
+) -> None:
+    from tests.test_store_contract import T0, make
+    from tests.test_store_contract_postpone import ON_TIME
+
+    store = PostgresStore(schema.uri, max_connections=2)
+    try:
+        start = T0 - timedelta(days=existing_age_days, seconds=entries)
+        history = [(start + timedelta(seconds=i), f"e{i}") for i in range(entries)][::-1]
+        store.create(make(history=history, deadline=T0))
+        store._at_limit.add("aaaaaaaa")  # as if its last trigger here had pruned
+        policy = BusinessLogic(store, FakeClock(T0))._prune_policy(T0)
+        assert store.postpone("aaaaaaaa", T0, expect=ON_TIME, history=(T0, "newest"), prune=policy) is True
+        assert store.get("aaaaaaaa").history == [(T0, "newest"), *history[: expected - 1]]
+        counted, real = history_bookkeeping(store, "aaaaaaaa")
+        assert counted == real and counted[0] == expected
+        assert ("aaaaaaaa" in store._at_limit) == (expected in (100, 1000))
+    finally:
+        store.close()
+
+
+def test_concurrent_triggers_at_the_history_limit_keep_count_and_limit(schema: ThrowAwaySchema) -> None:
+    store = PostgresStore(schema.uri, max_connections=8)
+    try:
+        logic = BusinessLogic(store, FakeClock(datetime(2026, 1, 5, 12, 0, tzinfo=UTC)))
+        canary = logic.create("Busy", 3600)
+        for _ in range(1005):
+            logic.trigger(canary.id)
+        assert canary.id in store._at_limit
+
+        def burst() -> None:
+            for _ in range(40):
+                logic.trigger(canary.id)
+
+        threads = [threading.Thread(target=burst) for _ in range(6)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        counted, real = history_bookkeeping(store, canary.id)
+        assert counted == real and real[0] == 1000
     finally:
         store.close()

@@ -56,3 +56,30 @@ def test_postpone_prunes(store: AbstractStore) -> None:
     entry = (T0 + timedelta(seconds=31), "Last")
     assert store.postpone("aaaaaaaa", WHEN, expect=ON_TIME, history=entry, prune=policy) is True
     assert store.get("aaaaaaaa").history == [entry, *history[:2]]
+
+
+@pytest.mark.parametrize(
+    "existing_age_days, entries, expected",
+    [
+        (0, 1005, 1000),  # more than max_entries: cut to the max
+        (8, 150, 100),  # old entries go while more than min_entries remain
+        (8, 90, 91),  # at or under min_entries nothing old is dropped
+        (3, 150, 151),  # recent entries are all kept under the max
+        (8, 1200, 100),  # both rules at once
+    ],
+)
+def test_postpone_prunes_as_update_does(store: AbstractStore, existing_age_days, entries, expected) -> None:
+    start = T0 - timedelta(days=existing_age_days, seconds=entries)
+    history = [(start + timedelta(seconds=i), f"e{i}") for i in range(entries)][::-1]
+    store.create(make(history=history, deadline=T0))
+    policy = PrunePolicy(max_entries=1000, min_entries=100, older_than=T0 - timedelta(days=7))
+    assert store.postpone("aaaaaaaa", T0, expect=ON_TIME, history=(T0, "newest"), prune=policy) is True
+    kept = store.get("aaaaaaaa").history
+    assert len(kept) == expected
+    assert kept == [(T0, "newest"), *history[: expected - 1]]
+    # Pruning keeps going on later writes from the count (and oldest entry) it left.
+    later = T0 + timedelta(seconds=1)
+    assert store.postpone("aaaaaaaa", later, expect=ON_TIME, history=(later, "newer"), prune=policy) is True
+    assert len(store.get("aaaaaaaa").history) == (expected if expected in (1000, 100) else expected + 1)
+    store.update("aaaaaaaa", {}, history=(later, "by update"), prune=policy)
+    assert len(store.get("aaaaaaaa").history) == (expected if expected in (1000, 100) else expected + 2)
