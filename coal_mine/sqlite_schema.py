@@ -11,6 +11,12 @@ from coal_mine.sql_shared import from_micros, to_micros
 
 to_db, from_db = to_micros, from_micros
 
+# When an append handed over with a prune policy leaves entries to prune (as prune_rows decides).
+_PRUNING_DUE = (
+    "(NEW.prune_max IS NOT NULL AND (NEW.history_count > NEW.prune_max "
+    "OR NEW.history_count > NEW.prune_min AND NEW.history_oldest < NEW.prune_before))"
+)
+
 # Each entry migrates the schema from version N to N + 1.
 MIGRATIONS = [
     """
@@ -170,6 +176,29 @@ MIGRATIONS = [
             LIMIT NEW.history_count - (SELECT history_count FROM canaries WHERE seq = NEW.seq));
         UPDATE canaries SET history_oldest = (SELECT min(ts) FROM history WHERE canary_seq = NEW.seq)
             WHERE seq = NEW.seq AND history_count < NEW.history_count;
+    END;
+    """,
+    # 7: the same trigger, cheaper on the usual append (no pruning due): it leaves the
+    # hand-over in the row (the next append overwrites it; nothing reads it) instead of
+    # rewriting the row to clear it, and runs its pruning statements only when due.
+    f"""
+    DROP TRIGGER canaries_new_entry;
+    CREATE TRIGGER canaries_new_entry AFTER UPDATE OF entry_ts ON canaries
+    WHEN NEW.entry_ts IS NOT NULL
+    BEGIN
+        INSERT INTO history (canary_seq, ts, comment) VALUES (NEW.seq, NEW.entry_ts, NEW.entry_comment);
+        UPDATE canaries SET history_count = NEW.history_count - max(
+                NEW.history_count - NEW.prune_max,
+                CASE WHEN NEW.history_count > NEW.prune_min AND NEW.history_oldest < NEW.prune_before
+                    THEN min(NEW.history_count - NEW.prune_min, (SELECT count(*) FROM history
+                        WHERE canary_seq = NEW.seq AND ts < NEW.prune_before))
+                    ELSE 0 END)
+            WHERE {_PRUNING_DUE} AND seq = NEW.seq;
+        DELETE FROM history WHERE {_PRUNING_DUE} AND hid IN (
+            SELECT hid FROM history WHERE canary_seq = NEW.seq ORDER BY ts, hid
+            LIMIT NEW.history_count - (SELECT history_count FROM canaries WHERE seq = NEW.seq));
+        UPDATE canaries SET history_oldest = (SELECT min(ts) FROM history WHERE canary_seq = NEW.seq)
+            WHERE {_PRUNING_DUE} AND seq = NEW.seq;
     END;
     """,
 ]
