@@ -35,6 +35,7 @@ from coal_mine.models import (
 )
 from coal_mine.postgres_db import NOTIFY, Listener, describe, migrate, safe_uri, unavailable
 from coal_mine.postgres_ops import PostgresOperations
+from coal_mine.postgres_raw import load_row
 from coal_mine.postgres_trigger import lean_sql, pruning_sql
 from coal_mine.postgres_outbox import INSERT_DELIVERIES, PostgresOutbox, deliveries_params
 from coal_mine.sql_shared import last_entries_query
@@ -59,6 +60,8 @@ STATEMENT_TIMEOUT_MS = 5000  # so a request answers (503) before the HTTP reques
 _PAGE = 500  # canaries per query while streaming a list
 
 _AT_LIMIT_SIZE = 100_000  # canary ids remembered as due for pruning
+# A policy under which nothing is pruned.
+_NO_PRUNING = PrunePolicy(2**31 - 1, 2**31 - 1, datetime(1, 1, 2, tzinfo=UTC))
 _RUN_VALUES = ", ".join(f"%(set_{name})s" for name in RUN_FIELDS)
 
 
@@ -328,23 +331,36 @@ class PostgresStore(PostgresOperations, PostgresOutbox, AbstractStore):
     ) -> Canary | bool:
         """One statement, one round trip, one commit: the conditional update with its
         history entry, or else the canary as it is (see AbstractStore.postpone). Canaries
-        last seen due for pruning (most long-lived ones) get the statement that prunes too."""
-        params: dict[str, Any] = {"id": canary_id, "when": when, "ts": ms(history[0]), "comment": history[1]}
+        last seen due for pruning (most long-lived ones) get the statement that prunes too.
+        Run through libpq directly (postgres_raw.py): this is the hot path."""
+        policy = prune or _NO_PRUNING
+        params: dict[str, Any] = {
+            "id": canary_id,
+            "when": when,
+            "ts": ms(history[0]),
+            "comment": history[1],
+            "p_max": policy.max_entries,
+            "p_min": policy.min_entries,
+            "p_cutoff": ms(policy.older_than),
+        }
         where = tuple(self._conditions(expect, params))
         pruning = prune is not None and canary_id in self._at_limit
-        if prune is not None and pruning:
-            params.update(p_max=prune.max_entries, p_min=prune.min_entries, p_cutoff=ms(prune.older_than))
-            sql = pruning_sql(where, CANARY_COLUMNS).encode()
-        else:
-            sql = lean_sql(where, CANARY_COLUMNS).encode()
-        row = self._run("update", lambda conn: conn.execute(sql, params).fetchone())
-        assert row is not None  # (SELECT) one: always one row
-        seq, extra = row[0], 1 if pruning else 2
+        statement = (pruning_sql if pruning else lean_sql)(where, CANARY_COLUMNS)
+
+        def work(conn: psycopg.Connection) -> tuple[int | None, bytes | None, Canary | None]:
+            result = statement.run(conn, params)
+            seq, other = result.get_value(0, 0), result.get_value(0, 1)
+            if seq is not None:
+                return int(seq), other, None
+            found = result.get_value(0, 3) is not None  # c.id
+            return None, None, row_to_canary(load_row(conn, result)[2:], False) if found else None
+
+        seq, other, canary = self._run("update", work)
         if seq is None:
-            return False if row[extra + 2] is None else row_to_canary(row[extra + 1 :], False)
-        if pruning and not row[1]:
+            return canary or False
+        if pruning and other == b"0":
             self._at_limit.discard(canary_id)
-        elif prune is not None and not pruning and prune_needed(row[1], utc(row[2]), prune):
+        elif prune is not None and not pruning and other == b"t":
             self._run("update", lambda conn: prune_history(conn, seq, prune))
             if len(self._at_limit) >= _AT_LIMIT_SIZE:
                 self._at_limit.clear()  # a hint, not data: start over rather than grow

@@ -17,7 +17,10 @@ needs no pruning, or nothing: the caller then takes the general path).
 
 from __future__ import annotations
 
+import re
 from functools import lru_cache
+
+from coal_mine.postgres_raw import Prepared
 
 # `when` plus the periodicity, to the millisecond, as BusinessLogic.deadline_after:
 # whole seconds, then the fraction rounded half-even to microseconds (Python's
@@ -28,13 +31,36 @@ NEXT_DEADLINE = (
 )
 
 
+# The types of the statements' own parameters (their text values go untyped, see
+# postgres_raw.py); the expectations' parameters take their columns' types.
+_TYPES = {
+    "id": "text",
+    "when": "timestamptz",
+    "ts": "timestamptz",
+    "comment": "text",
+    "p_max": "int",
+    "p_min": "int",
+    "p_cutoff": "timestamptz",
+}
+
+
+def _typed(sql: str) -> Prepared:
+    return Prepared(
+        re.sub(
+            r"%\((\w+)\)s(?!::)",
+            lambda m: m.group(0) + (f"::{_TYPES[m.group(1)]}" if m.group(1) in _TYPES else ""),
+            sql,
+        )
+    )
+
+
 def _needs_pruning(count: str, oldest: str) -> str:
     """Whether a canary with `count` entries (the new one counted) and `oldest` must prune."""
     return f"({count} > %(p_max)s OR ({count} > %(p_min)s AND LEAST({oldest}, %(ts)s) < %(p_cutoff)s))"
 
 
 @lru_cache(maxsize=64)
-def pruning_sql(where: tuple[str, ...], canary_columns: str) -> str:
+def pruning_sql(where: tuple[str, ...], canary_columns: str) -> Prepared:
     """The statement with pruning; `where` are the update's conditions on canary `%(id)s`.
     Parameters: id, when, ts, comment, p_max, p_min, p_cutoff and those of `where`. One row:
     seq and the number of entries pruned if postponed, else NULLs and the canary as it is
@@ -53,7 +79,7 @@ def pruning_sql(where: tuple[str, ...], canary_columns: str) -> str:
     # cannot be reused while this statement's snapshot holds it). Counts alone would not
     # do: at the limit a trigger leaves the count as it found it.
     unchanged = "canaries.ctid = k.s_ctid"
-    return (
+    return _typed(
         # k: the canary as the snapshot has it, and how many entries go (s_k).
         "WITH k AS (SELECT c.ctid AS s_ctid, c.seq AS s_seq, c.history_count AS s_n, "
         f"{cut} AS s_k FROM canaries c WHERE c.id = %(id)s), "
@@ -80,16 +106,16 @@ def pruning_sql(where: tuple[str, ...], canary_columns: str) -> str:
 
 
 @lru_cache(maxsize=64)
-def lean_sql(where: tuple[str, ...], canary_columns: str) -> str:
-    """The statement without pruning; parameters id, when, ts, comment and those of
-    `where`. One row: seq, history count and oldest entry if postponed, else NULLs and the
-    canary as it is (all NULL if there is none)."""
-    return (
+def lean_sql(where: tuple[str, ...], canary_columns: str) -> Prepared:
+    """The statement without pruning; parameters as pruning_sql's. One row: seq and
+    whether pruning is now due if postponed, else NULLs and the canary as it is (all
+    NULL if there is none)."""
+    return _typed(
         f"WITH u AS (UPDATE canaries SET deadline = {NEXT_DEADLINE}, history_count = history_count + 1, "
         "history_oldest = LEAST(COALESCE(history_oldest, %(ts)s), %(ts)s) "
         f"WHERE {' AND '.join(where)} AND periodicity_seconds IS NOT NULL "
         f"AND deadline <= {NEXT_DEADLINE} RETURNING seq, history_count, history_oldest), "
         "h AS (INSERT INTO history (canary_seq, ts, comment) SELECT seq, %(ts)s, %(comment)s FROM u) "
-        f"SELECT u.seq, u.history_count, u.history_oldest, {canary_columns} "
+        f"SELECT u.seq, {_needs_pruning('u.history_count', 'u.history_oldest')}, {canary_columns} "
         "FROM (SELECT) one LEFT JOIN u ON true LEFT JOIN canaries c ON u.seq IS NULL AND c.id = %(id)s"
     )
