@@ -364,7 +364,9 @@ class BusinessLogic:
             ok = self.store.update(
                 canary_id,
                 {"late": False, "paused": False, "deadline": deadline, **alert_rules.no_reminder(canary)},
-                expect=self._expect(canary),
+                # Everything this decision read: a periodicity changed meanwhile (of a paused
+                # canary, whose deadline stays None) or a run started meanwhile makes it retry.
+                expect={**self._expect(canary), "periodicity": canary.periodicity, **IDLE},
                 history=entry,
                 prune=self._prune_policy(now),
                 notifications=notifications,
