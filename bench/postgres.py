@@ -2,7 +2,7 @@
 """PostgreSQL against SQLite, same server binary, same run. One command, prints a table:
 
     .venv/bin/python bench/postgres.py [--seconds 3] [--rounds 3] [--canaries 1000]
-                                       [--long 10000] [--short 100]
+                                       [--long 10000] [--short 100] [--tcp]
 
 Starts a throw-away PostgreSQL cluster (tests/pg_cluster.py, with fsync on: PostgreSQL's
 default durability) and compares three stores, each named with its durability setting:
@@ -11,7 +11,8 @@ SQLite with `[sqlite] synchronous = normal` (the default), PostgreSQL with
 with `synchronous_commit = off` (the README's explicit trade-off). It measures
 - trigger throughput and p99 at 1, 8 and 64 clients (wrk, a new connection per request,
   on --canaries canaries), and creates per second at 8 clients, against real `coal-mine`
-  processes pinned to core 0, wrk pinned to core 1 (PostgreSQL over TCP, unpinned). The
+  processes pinned to core 0, wrk pinned to core 1 (PostgreSQL unpinned, reached through
+  its Unix socket as a server on the same machine is, or with --tcp over 127.0.0.1). The
   three servers run side by side and take turns at each level, --rounds times; a figure is
   a server's median round, a ratio the median of the rounds' ratios to SQLite, so that
   a change in the machine's load hits all three alike;
@@ -80,15 +81,20 @@ class Backend:
         return self._opener(*self._args)  # type: ignore[call-arg]
 
 
-def backends(workdir: Path, cluster: Cluster, tag: str) -> list[Backend]:
+def backends(workdir: Path, cluster: Cluster, tag: str, tcp: bool) -> list[Backend]:
     """SQLite, and PostgreSQL twice (commits waiting for the WAL flush, and not), each in a
-    database of its own (so that one's NOTIFY does not wake the other's listener)."""
+    database of its own (so that one's NOTIFY does not wake the other's listener),
+    reached through the Unix socket (as a server on the same machine is) or TCP."""
     sqlite = workdir / f"{tag}.sqlite3"
     uris = {}
     with psycopg.connect(cluster.uri, autocommit=True) as conn:
         for name in ("on", "off"):
             conn.execute(f"CREATE DATABASE {tag}_{name}".encode())
-            uris[name] = f"{cluster.uri.rpartition('/')[0]}/{tag}_{name}"
+            uris[name] = (
+                f"{cluster.uri.rpartition('/')[0]}/{tag}_{name}"
+                if tcp
+                else f"postgresql://postgres@/{tag}_{name}?host={cluster.dir}&port={cluster.port}"
+            )
     return [
         Backend("SQLite sync=normal", f"[sqlite]\npath = {sqlite}\n", SQLiteStore, str(sqlite)),
         *(
@@ -192,16 +198,17 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=3.0, help="seconds per load level and round")
     parser.add_argument("--rounds", type=int, default=3, help="turns each server takes at each level")
     parser.add_argument("--canaries", type=int, default=1000, help="canaries the triggers spread over")
+    parser.add_argument("--tcp", action="store_true", help="reach PostgreSQL over TCP, not its Unix socket")
     parser.add_argument("--long", type=int, default=10_000, help="long-period canaries (late-alert delay)")
     parser.add_argument("--short", type=int, default=100, help="short-period canaries (late-alert delay)")
     args = parser.parse_args()
     wrk = install_wrk()
     with tempfile.TemporaryDirectory() as tmp, Cluster(fsync=True) as cluster, SMTPSink() as sink:
         workdir = Path(tmp)
-        stores = backends(workdir, cluster, "http")
+        stores = backends(workdir, cluster, "http", args.tcp)
         http, ratios = http_figures(wrk, workdir, stores, args.canaries, args.seconds, max(1, args.rounds))
         late: dict[str, list[float]] = {}
-        for backend in backends(workdir, cluster, "late"):
+        for backend in backends(workdir, cluster, "late", args.tcp):
             late[backend.name] = late_delays(sink, workdir, backend, args.long, args.short)
     names = list(http)
     print("\n" + f"{'figure':<26}" + "".join(f"{name:>22}" for name in names) + "   ratios to SQLite, target")
@@ -230,7 +237,8 @@ def main() -> None:
     print(
         f"(trigger load spread over {args.canaries} canaries, {args.seconds:g} s per level and round, "
         f"median of {max(1, args.rounds)} rounds taken in turn; late-alert delay with {args.long} + "
-        f"{args.short} canaries; PostgreSQL over TCP on the same machine, fsync on)"
+        f"{args.short} canaries; PostgreSQL on the same machine, fsync on, over "
+        f"{'TCP' if args.tcp else 'its Unix socket'})"
     )
 
 
