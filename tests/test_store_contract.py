@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from coal_mine.abstract_store import AbstractStore
-from coal_mine.models import AlreadyExistsError, Canary, NewNotification, PrunePolicy
+from coal_mine.models import AlreadyExistsError, Canary, HistoryEntry, NewNotification, PrunePolicy
 
 T0 = datetime(2026, 3, 2, 12, 0, 0, 123000, tzinfo=UTC)
 
@@ -157,27 +157,34 @@ def test_history_is_newest_first(store: AbstractStore) -> None:
     ]
 
 
-@pytest.mark.parametrize(
-    "existing_age_days, entries, expected",
-    [
-        (0, 1005, 1000),  # more than max_entries: cut to the max
-        (8, 150, 100),  # old entries go while more than min_entries remain
-        (8, 90, 91),  # at or under min_entries nothing old is dropped
-        (3, 150, 151),  # recent entries are all kept under the max
-    ],
-)
-def test_history_pruning(store: AbstractStore, existing_age_days, entries, expected) -> None:
+# (age of the existing entries in days, how many, how many are kept after one more)
+PRUNE_CASES = [
+    (0, 1005, 1000),  # more than max_entries: cut to the max
+    (8, 150, 100),  # old entries go while more than min_entries remain
+    (8, 90, 91),  # at or under min_entries nothing old is dropped
+    (3, 150, 151),  # recent entries are all kept under the max
+    (8, 1200, 100),  # both rules at once
+]
+PRUNE_POLICY = PrunePolicy(max_entries=1000, min_entries=100, older_than=T0 - timedelta(days=7))
+
+
+def aged_history(existing_age_days: int, entries: int) -> list[HistoryEntry]:
+    """`entries` history entries, newest first, the newest `existing_age_days` before T0."""
     start = T0 - timedelta(days=existing_age_days, seconds=entries)
-    history = [(start + timedelta(seconds=i), f"e{i}") for i in range(entries)][::-1]
+    return [(start + timedelta(seconds=i), f"e{i}") for i in range(entries)][::-1]
+
+
+@pytest.mark.parametrize("existing_age_days, entries, expected", PRUNE_CASES)
+def test_history_pruning(store: AbstractStore, existing_age_days, entries, expected) -> None:
+    history = aged_history(existing_age_days, entries)
     store.create(make(history=history))
-    policy = PrunePolicy(max_entries=1000, min_entries=100, older_than=T0 - timedelta(days=7))
-    store.update("aaaaaaaa", {}, history=(T0, "newest"), prune=policy)
+    store.update("aaaaaaaa", {}, history=(T0, "newest"), prune=PRUNE_POLICY)
     kept = store.get("aaaaaaaa").history
     assert len(kept) == expected
     assert kept[0] == (T0, "newest")
     assert kept == sorted(kept, key=lambda e: e[0], reverse=True)
     # Pruning keeps going on later writes from the count it left.
-    store.update("aaaaaaaa", {}, history=(T0 + timedelta(seconds=1), "newer"), prune=policy)
+    store.update("aaaaaaaa", {}, history=(T0 + timedelta(seconds=1), "newer"), prune=PRUNE_POLICY)
     assert len(store.get("aaaaaaaa").history) == (expected if expected in (1000, 100) else expected + 1)
 
 

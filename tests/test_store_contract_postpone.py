@@ -9,7 +9,7 @@ import pytest
 from coal_mine.abstract_store import AbstractStore
 from coal_mine.business_logic import BusinessLogic
 from coal_mine.models import Canary, PrunePolicy
-from tests.test_store_contract import T0, make
+from tests.test_store_contract import PRUNE_CASES, PRUNE_POLICY, T0, aged_history, make
 
 ON_TIME = {"late": False, "paused": False, "remind_at": None, "runs": [], "failed": False}
 WHEN = T0 + timedelta(seconds=30, microseconds=456789)
@@ -58,21 +58,11 @@ def test_postpone_prunes(store: AbstractStore) -> None:
     assert store.get("aaaaaaaa").history == [entry, *history[:2]]
 
 
-@pytest.mark.parametrize(
-    "existing_age_days, entries, expected",
-    [
-        (0, 1005, 1000),  # more than max_entries: cut to the max
-        (8, 150, 100),  # old entries go while more than min_entries remain
-        (8, 90, 91),  # at or under min_entries nothing old is dropped
-        (3, 150, 151),  # recent entries are all kept under the max
-        (8, 1200, 100),  # both rules at once
-    ],
-)
+@pytest.mark.parametrize("existing_age_days, entries, expected", PRUNE_CASES)
 def test_postpone_prunes_as_update_does(store: AbstractStore, existing_age_days, entries, expected) -> None:
-    start = T0 - timedelta(days=existing_age_days, seconds=entries)
-    history = [(start + timedelta(seconds=i), f"e{i}") for i in range(entries)][::-1]
+    history = aged_history(existing_age_days, entries)
     store.create(make(history=history, deadline=T0))
-    policy = PrunePolicy(max_entries=1000, min_entries=100, older_than=T0 - timedelta(days=7))
+    policy = PRUNE_POLICY
     assert store.postpone("aaaaaaaa", T0, expect=ON_TIME, history=(T0, "newest"), prune=policy) is True
     kept = store.get("aaaaaaaa").history
     assert len(kept) == expected
