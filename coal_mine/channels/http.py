@@ -17,7 +17,7 @@ import http.client
 import ipaddress
 import socket
 import ssl
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from urllib.parse import urlsplit
 
 from coal_mine import __version__
@@ -137,3 +137,24 @@ def post(
     if 300 <= status < 400:
         raise DeliveryError(f"{detail} (redirects are not followed)", retryable=False)
     raise DeliveryError(detail, retryable=status in (408, 429) or status >= 500)
+
+
+def post_each(
+    targets: Sequence[str],
+    body: bytes,
+    headers: Callable[[], Mapping[str, str]],
+    *,
+    allow_private: bool,
+    timeout: float,
+) -> dict[str, DeliveryError]:
+    """POST `body` to every target (headers made afresh for each); the refusals by URL.
+    A single target's refusal is raised instead, so that its error says whether to retry."""
+    refused: dict[str, DeliveryError] = {}
+    for url in targets:
+        try:
+            post(url, body, headers(), allow_private=allow_private, timeout=timeout)
+        except DeliveryError as exc:
+            if len(targets) == 1:
+                raise
+            refused[url] = exc
+    return refused

@@ -25,6 +25,8 @@ HEADLINES = {
     "test": "[TEST] {name}: test notification",
 }
 
+_HEADERS = {"Content-Type": "application/json"}
+
 
 def _escape(text: object) -> str:
     """Text safe inside Slack mrkdwn: &, < and > are its only control characters."""
@@ -83,18 +85,6 @@ class SlackChannel(Channel):
         return json.dumps(message(event, self.base_url), ensure_ascii=False).encode("utf-8")
 
     def deliver(self, rendered: bytes, targets: Sequence[str]) -> Mapping[str, DeliveryError]:
-        refused: dict[str, DeliveryError] = {}
-        for url in targets:
-            try:
-                http.post(
-                    url,
-                    rendered,
-                    {"Content-Type": "application/json"},
-                    allow_private=self.allow_private,
-                    timeout=self.timeout,
-                )
-            except DeliveryError as exc:
-                if len(targets) == 1:
-                    raise
-                refused[url] = exc
-        return refused
+        return http.post_each(
+            targets, rendered, lambda: _HEADERS, allow_private=self.allow_private, timeout=self.timeout
+        )

@@ -88,18 +88,10 @@ class WebhookChannel(Channel):
         return headers
 
     def deliver(self, rendered: bytes, targets: Sequence[str]) -> Mapping[str, DeliveryError]:
-        refused: dict[str, DeliveryError] = {}
-        for url in targets:
-            try:
-                http.post(
-                    url,
-                    rendered,
-                    self.headers(rendered),
-                    allow_private=self.allow_private,
-                    timeout=self.timeout,
-                )
-            except DeliveryError as exc:
-                if len(targets) == 1:
-                    raise
-                refused[url] = exc
-        return refused
+        return http.post_each(
+            targets,
+            rendered,
+            lambda: self.headers(rendered),
+            allow_private=self.allow_private,
+            timeout=self.timeout,
+        )
