@@ -167,29 +167,6 @@ def test_a_usual_trigger_is_one_statement_and_leaves_no_transaction(tmp_path: Pa
     store.close()
 
 
-def test_postpone_computes_the_deadline_exactly_as_python(tmp_path: Path) -> None:
-    """The SQL deadline arithmetic equals BusinessLogic.deadline_after for awkward
-    periodicities: ties of half a microsecond (both parities), fractions just below and
-    above them, tiny and huge ones, and random ones."""
-    import random
-
-    rng = random.Random(18)
-    periodicities = [0.0000005, 0.0000015, 0.0000025, 1.0000005, 2.0000015, 0.4999995, 3.1415926535]
-    periodicities += [k + m / 1e6 + 0.5e-6 for k in (0, 1, 7, 86399) for m in (0, 1, 2, 3, 999998)]
-    periodicities += [86400.0 * 3650 + 0.0005, 1e-9, 0.001, 59.9999999]
-    periodicities += [rng.uniform(0.0001, 1e6) for _ in range(300)]
-    periodicities += [round(rng.uniform(0, 1000), 7) for _ in range(300)]
-    store = SQLiteStore(str(tmp_path / "deadlines.sqlite3"))
-    when = T0 + timedelta(seconds=30, microseconds=456000)
-    on_time = {"late": False, "paused": False, "remind_at": None, "runs": [], "failed": False}
-    for n, periodicity in enumerate(periodicities):
-        cid = f"{n:08d}".translate(str.maketrans("0123456789", "abcdefghij"))
-        store.create(Canary(id=cid, name=cid, slug=cid, periodicity=periodicity, deadline=T0))
-        assert store.postpone(cid, when, expect=on_time, history=(when, "Triggered")) is True
-        assert store.get(cid).deadline == BusinessLogic.deadline_after(periodicity, when), periodicity
-    store.close()
-
-
 def _kept(store: SQLiteStore) -> tuple[list, tuple]:
     conn = sqlite3.connect(store.path)
     try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from datetime import timedelta
 
 import pytest
@@ -73,3 +74,22 @@ def test_postpone_prunes_as_update_does(store: AbstractStore, existing_age_days,
     assert len(store.get("aaaaaaaa").history) == (expected if expected in (1000, 100) else expected + 1)
     store.update("aaaaaaaa", {}, history=(later, "by update"), prune=policy)
     assert len(store.get("aaaaaaaa").history) == (expected if expected in (1000, 100) else expected + 2)
+
+
+def test_postpone_computes_the_deadline_exactly_as_python(store: AbstractStore) -> None:
+    """A store's deadline arithmetic (SQL in the SQL stores) equals
+    BusinessLogic.deadline_after for awkward periodicities: ties of half a microsecond
+    (both parities), fractions just below and above them, tiny and huge ones, and
+    random ones."""
+    rng = random.Random(18)
+    periodicities = [0.0000005, 0.0000015, 0.0000025, 1.0000005, 2.0000015, 0.4999995, 3.1415926535]
+    periodicities += [k + m / 1e6 + 0.5e-6 for k in (0, 1, 7, 86399) for m in (0, 1, 2, 3, 999998)]
+    periodicities += [86400.0 * 3650 + 0.0005, 1e-9, 0.001, 59.9999999]
+    periodicities += [rng.uniform(0.0001, 1e6) for _ in range(300)]
+    periodicities += [round(rng.uniform(0, 1000), 7) for _ in range(300)]
+    when = T0 + timedelta(seconds=30, microseconds=456000)
+    for n, periodicity in enumerate(periodicities):
+        cid = f"{n:08d}".translate(str.maketrans("0123456789", "abcdefghij"))
+        store.create(Canary(id=cid, name=cid, slug=cid, periodicity=periodicity, deadline=T0))
+        assert store.postpone(cid, when, expect=ON_TIME, history=(when, "Triggered")) is True
+        assert store.get(cid).deadline == BusinessLogic.deadline_after(periodicity, when), periodicity
