@@ -189,6 +189,22 @@ def test_500_is_retried_and_404_is_recorded_and_retried_at_the_longest_delay(
     assert {s.channel: s.last_success for s in store.target_statuses(cid)}["slack"] == clock.now()
 
 
+@pytest.mark.parametrize("channel", [WebhookChannel(allow_private=True), SlackChannel(allow_private=True)])
+def test_several_targets_each_get_a_post_and_only_refusals_are_returned(
+    http: HTTPSink, channel: WebhookChannel | SlackChannel
+) -> None:
+    http.status_by_path = {"/gone": 410, "/busy": 503}
+    refused = channel.deliver(b"{}", [http.url("/ok"), http.url("/gone"), http.url("/busy")])
+    assert [p.path for p in http.wait_for(1)] == ["/ok"]  # the sink keeps only 2xx posts
+    assert sorted(refused) == [http.url("/busy"), http.url("/gone")]
+    assert "HTTP 503" in str(refused[http.url("/busy")]) and refused[http.url("/busy")].retryable
+    assert "HTTP 410" in str(refused[http.url("/gone")]) and not refused[http.url("/gone")].retryable
+    assert channel.deliver(b"{}", [http.url("/ok")]) == {}
+    with pytest.raises(DeliveryError) as info:  # a lone target's refusal is the delivery's error
+        channel.deliver(b"{}", [http.url("/gone")])
+    assert "HTTP 410" in str(info.value) and not info.value.retryable
+
+
 def test_a_redirect_is_not_followed(http: HTTPSink) -> None:
     http.status = 302
     http.headers_out = {"Location": http.url("/elsewhere")}
