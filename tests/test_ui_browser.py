@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -181,7 +182,12 @@ def test_list_refreshes_itself_after_a_canary_goes_late(server: DashboardServer,
     page.goto(server.url(UI + "?search=job"))
     expect(page.locator("#counts")).to_have_text("40 canaries · 0 late · 0 paused · 40 shown by the filter")
     page.mouse.wheel(0, 600)
-    page.wait_for_function("window.scrollY > 0")
+    # Polled from here: wait_for_function's string predicate is eval'd in the page,
+    # which the dashboard's Content-Security-Policy (no 'unsafe-eval') rightly refuses.
+    scrolled_by = time.monotonic() + 10
+    while page.evaluate("window.scrollY") == 0:
+        assert time.monotonic() < scrolled_by, "the mouse wheel did not scroll the list"
+        time.sleep(0.02)
     scrolled = page.evaluate("window.scrollY")
     server.make_late(canaries[0].id)
     page.clock.run_for(31_000)
